@@ -1,0 +1,53 @@
+"""Workspace paths: the one folder that holds a user's runs, students, caches and database."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_WORKSPACE = "datagen-workspace"
+
+
+def default_cache_dir() -> Path:
+    """User-level cache for converted local models, shared by all workspaces."""
+    env = os.environ.get("DATAGEN_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "datagen"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @classmethod
+    def resolve(cls, path: str | os.PathLike[str] | None = None) -> Workspace:
+        """``path``, else ``$DATAGEN_WORKSPACE``, else ``./datagen-workspace``."""
+        p = path or os.environ.get("DATAGEN_WORKSPACE") or DEFAULT_WORKSPACE
+        return cls(Path(p).expanduser().resolve())
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "datagen.duckdb"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def students_dir(self) -> Path:
+        return self.root / "students"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    def ensure(self) -> Workspace:
+        for d in (self.root, self.runs_dir, self.students_dir, self.cache_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        return self

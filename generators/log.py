@@ -1,0 +1,102 @@
+"""The per-run response log: every raw response appended and flushed as it arrives.
+
+The log is the truth for resume: a killed run loses only the requests in flight, and a re-run
+reads the log and sends only what is missing. A partial last line (the process died mid-write)
+is skipped. A lock file keeps two processes from writing one run at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from datagen.errors import RunLockedError
+from datagen.records import GenResponse
+from datagen.secrets import redact_bytes
+
+
+def iter_log(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield the records of a response log, skipping a torn or garbled line."""
+    if not path.exists():
+        return
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break  # torn final write from a killed process
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and "key" in rec:
+                yield rec
+
+
+def load_answers(path: Path) -> dict[str, GenResponse]:
+    """The last successful response per key in a log."""
+    out: dict[str, GenResponse] = {}
+    for rec in iter_log(path):
+        if rec.get("error") is None and rec.get("text") is not None:
+            out[rec["key"]] = GenResponse.model_validate(rec)
+    return out
+
+
+class ResponseLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._f: IO[bytes] | None = None
+        self._lock_f: IO[str] | None = None
+
+    def open(self) -> ResponseLog:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(".lock")
+        self._lock_f = open(lock_path, "a+")  # noqa: SIM115 - held for the log's lifetime
+        try:
+            fcntl.flock(self._lock_f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_f.close()
+            self._lock_f = None
+            raise RunLockedError(
+                f"run {self.path.parent.name} is being written by another process; "
+                "wait for it to finish or stop it"
+            ) from None
+        self._repair_tail()
+        self._f = open(self.path, "ab")  # noqa: SIM115
+        return self
+
+    def _repair_tail(self) -> None:
+        """Cut a torn last line so new records start on a line of their own."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        with open(self.path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) == b"\n":
+                return
+            f.seek(0)
+            data = f.read()
+            f.truncate(data.rfind(b"\n") + 1)
+
+    def write(self, response: GenResponse) -> None:
+        assert self._f is not None, "log not open"
+        line = orjson.dumps(response.model_dump(mode="json"))
+        self._f.write(redact_bytes(line) + b"\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        if self._lock_f is not None:
+            fcntl.flock(self._lock_f, fcntl.LOCK_UN)
+            self._lock_f.close()
+            self._lock_f = None
+
+    def __enter__(self) -> ResponseLog:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
