@@ -217,3 +217,14 @@ class RunManifest(Record):
     source: SourceSpec | None = None
     n: int | None = None
     datagen_version: str = ""
+
+
+class Instance(Record):
+    """One produced SFT row: chat messages plus provenance; rejected rows keep their reason."""
+
+    index: int
+    instance_id: str
+    messages: list[Message]
+    valid: bool = True
+    reject_reason: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,302 @@
+"""The Python API behind the CLI: generate a run, list and inspect runs, export their data.
+
+Everything the ``datagen`` command does is a call here, so notebooks get the same behaviour::
+
+    from datagen.api import generate
+    result = generate("hf:smollm2", "prompts.jsonl", n=8)
+    result.run_id, result.stats.ok, result.data_path
+
+A run's id is a fingerprint of (source content, method@version, non-default method args,
+generator's semantic spec, n): the same command twice is the same run, and the second time
+sends nothing. A killed run resumes from its response log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from pydantic import ValidationError
+
+from datagen import __version__
+from datagen.errors import ConfigError, DatagenError, InputError
+from datagen.fingerprint import fingerprint
+from datagen.records import (
+    GeneratorSpec,
+    GenResponse,
+    Instance,
+    RunManifest,
+    validation_message,
+)
+from datagen.sources import load_rows
+from datagen.workspace import Workspace
+from generators.engine import Engine, EngineStats
+from generators.methods.base import METHODS
+from metrics.store import Store
+
+DEFAULT_SOURCE = "builtin:general"
+
+
+def load_generator(spec: str | GeneratorSpec | dict[str, Any], **overrides: Any) -> GeneratorSpec:
+    """A spec from ``provider:model[@url]``, a YAML file of one, a dict, or a spec; ``overrides``
+    (e.g. ``sampling={"temperature": 0}``, ``limits={"rpm": 60}``) are merged over it."""
+    if isinstance(spec, GeneratorSpec):
+        base: dict[str, Any] = spec.model_dump(exclude_unset=True)
+    elif isinstance(spec, dict):
+        base = dict(spec)
+    elif spec.endswith((".yaml", ".yml")):
+        path = Path(spec)
+        if not path.exists():
+            raise InputError(f"no such generator file: {spec}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict) or "spec" not in data:
+            raise ConfigError(f"{spec}: expected a mapping with 'spec: provider:model' and options")
+        text = data.pop("spec")
+        base = {**GeneratorSpec.parse(text).model_dump(exclude_unset=True), **data}
+    else:
+        base = GeneratorSpec.parse(spec).model_dump(exclude_unset=True)
+    for field, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            base[field] = {**(base.get(field) or {}), **{k: v for k, v in value.items()
+                                                       if v is not None}}
+        else:
+            base[field] = value
+    try:
+        return GeneratorSpec.model_validate(base)
+    except ValidationError as e:
+        raise ConfigError(f"bad generator settings: {validation_message(e)}") from None
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    stats: EngineStats
+    instances: list[Instance]
+
+    @property
+    def valid(self) -> list[Instance]:
+        return [x for x in self.instances if x.valid]
+
+    @property
+    def data_path(self) -> Path:
+        return self.run_dir / "data.parquet"
+
+
+def generate(
+    generator: str | GeneratorSpec,
+    source: str | None = None,
+    *,
+    n: int | None = None,
+    method: str = "prompt",
+    method_args: dict[str, Any] | None = None,
+    workspace: str | Path | None = None,
+    progress: bool | None = None,
+    backend: Any = None,
+) -> RunResult:
+    """Synchronous wrapper of :func:`agenerate` (for scripts; notebooks may await that one)."""
+    return asyncio.run(agenerate(
+        generator, source, n=n, method=method, method_args=method_args, workspace=workspace,
+        progress=progress, backend=backend,
+    ))
+
+
+async def agenerate(
+    generator: str | GeneratorSpec,
+    source: str | None = None,
+    *,
+    n: int | None = None,
+    method: str = "prompt",
+    method_args: dict[str, Any] | None = None,
+    workspace: str | Path | None = None,
+    progress: bool | None = None,
+    backend: Any = None,
+) -> RunResult:
+    """Run ``method`` over the first ``n`` rows of ``source`` with ``generator``.
+
+    ``backend`` injects a ready backend instance (tests, custom clients); by default the spec's
+    provider is looked up in the backend registry.
+    """
+    spec = generator if isinstance(generator, GeneratorSpec) else load_generator(generator)
+    if n is not None and n < 1:
+        raise ConfigError(f"-n must be at least 1, got {n}")
+    ws = Workspace.resolve(workspace).ensure()
+    store = Store(ws.db_path)
+    uri = source or DEFAULT_SOURCE
+    rows, src = load_rows(uri, limit=n)
+    m = METHODS.get(method)(**(method_args or {}))
+    requests = m.requests(rows, uri)
+
+    run_id = fingerprint(
+        src.fingerprint, m.name, m.version,
+        {"generator": spec.semantic(), "method_args": m.non_default_args(), "n": n},
+    )
+    run_dir = ws.run_dir(run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = run_dir / "run.json"
+    manifest = RunManifest(
+        run_id=run_id,
+        created_at=_created_at(manifest_path),
+        generator=spec,
+        method=m.name,
+        method_version=m.version,
+        method_args=m.args.model_dump(mode="json"),
+        source=src,
+        n=n,
+        datagen_version=__version__,
+    )
+    manifest_path.write_text(manifest.model_dump_json(indent=2))
+    store.upsert_run(manifest, "running", n_requests=len(requests))
+
+    engine = Engine(spec, backend=backend, log_path=run_dir / "responses.jsonl", cache=store,
+                    progress=progress, description=f"{m.name} {spec.label}")
+    try:
+        async with engine:
+            responses = await engine.generate(requests)
+    except DatagenError as e:
+        store.upsert_run(manifest, "failed", error=str(e), n_requests=len(requests))
+        raise
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        store.upsert_run(manifest, "interrupted", n_requests=len(requests))
+        raise
+
+    instances = [m.parse(i, req, resp) for i, (req, resp) in enumerate(zip(requests, responses))]
+    _write_data(run_dir, instances)
+    store.ingest_responses(run_id, responses)
+    store.write_instances(run_id, instances)
+    stats = engine.stats
+    store.upsert_run(
+        manifest, "finished",
+        n_requests=len(requests), n_ok=sum(r.ok for r in responses),
+        n_failed=sum(not r.ok for r in responses), n_reused=stats.reused,
+        n_instances=len(instances), n_valid=sum(x.valid for x in instances),
+        prompt_tokens=sum(r.usage.prompt_tokens for r in responses),
+        completion_tokens=sum(r.usage.completion_tokens for r in responses),
+        cost_usd=sum(r.cost_usd for r in responses), error=None,
+    )
+    return RunResult(run_id=run_id, run_dir=run_dir, stats=stats, instances=instances)
+
+
+def _created_at(manifest_path: Path) -> float:
+    if manifest_path.exists():
+        try:
+            return float(orjson.loads(manifest_path.read_bytes())["created_at"])
+        except (KeyError, ValueError, orjson.JSONDecodeError):
+            pass
+    return time.time()
+
+
+def _instance_rows(instances: list[Instance]) -> list[dict[str, Any]]:
+    return [
+        {"messages": [m.model_dump() for m in x.messages], "instance_id": x.instance_id,
+         "index": x.index, "meta": orjson.dumps(x.meta).decode()}
+        for x in instances
+    ]
+
+
+def _write_data(run_dir: Path, instances: list[Instance]) -> None:
+    """data.parquet / data.jsonl (accepted rows, SFT-ready) and rejected.jsonl, atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    valid = [x for x in instances if x.valid]
+    tmp = run_dir / "data.parquet.tmp"
+    pq.write_table(pa.Table.from_pylist(_instance_rows(valid), schema=_DATA_SCHEMA), tmp)
+    tmp.replace(run_dir / "data.parquet")
+    _write_jsonl(run_dir / "data.jsonl", _instance_rows(valid))
+    _write_jsonl(run_dir / "rejected.jsonl", [x.model_dump(mode="json") for x in instances
+                                               if not x.valid])
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        for r in rows:
+            f.write(orjson.dumps(r) + b"\n")
+    tmp.replace(path)
+
+
+def _data_schema() -> Any:
+    import pyarrow as pa
+
+    msg = pa.struct([("role", pa.string()), ("content", pa.string())])
+    return pa.schema([("messages", pa.list_(msg)), ("instance_id", pa.string()),
+                      ("index", pa.int64()), ("meta", pa.string())])
+
+
+_DATA_SCHEMA = _data_schema()
+
+
+# -- inspecting runs -----------------------------------------------------------------------------
+def list_runs(workspace: str | Path | None = None) -> list[dict[str, Any]]:
+    """Runs in the workspace, newest first."""
+    return Store(Workspace.resolve(workspace).db_path).list_runs()
+
+
+def show_run(run_id: str, workspace: str | Path | None = None) -> dict[str, Any]:
+    """One run's counts, tokens, cost, latency, failures by type and rejections by reason."""
+    store = _existing_store(workspace)
+    return store.run_summary(store.resolve_run(run_id))
+
+
+def load_responses(run_id: str, workspace: str | Path | None = None) -> list[GenResponse]:
+    """Raw responses of a run, as stored in its log (last record per key)."""
+    from generators.log import iter_log
+
+    store = _existing_store(workspace)
+    rid = store.resolve_run(run_id)
+    ws = Workspace.resolve(workspace)
+    return [GenResponse.model_validate(r) for r in iter_log(ws.run_dir(rid) / "responses.jsonl")]
+
+
+EXPORT_FORMATS = ("jsonl", "parquet")
+
+
+def export_run(
+    run_id: str, out: str | Path, fmt: str | None = None, *,
+    include_rejected: bool = False, workspace: str | Path | None = None,
+) -> Path:
+    """Write a run's instances (chat ``messages`` rows) as JSONL or Parquet to ``out``."""
+    store = _existing_store(workspace)
+    rid = store.resolve_run(run_id)
+    out = Path(out)
+    fmt = fmt or out.suffix.lstrip(".") or "jsonl"
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    where = "" if include_rejected else " AND valid"
+    with store.connect() as con:
+        cur = con.execute(
+            "SELECT instance_id, idx AS index, messages, valid, reject_reason, meta "
+            f"FROM instances WHERE run_id = ?{where} ORDER BY idx", [rid])
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, r)) for r in cur.fetchall()]
+    for r in rows:
+        r["messages"] = orjson.loads(r["messages"])
+        r["meta"] = orjson.loads(r["meta"]) if r["meta"] else {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        _write_jsonl(out, rows)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        for r in rows:
+            r["meta"] = orjson.dumps(r["meta"]).decode()
+        pq.write_table(pa.Table.from_pylist(rows), out)
+    return out
+
+
+def _existing_store(workspace: str | Path | None) -> Store:
+    ws = Workspace.resolve(workspace)
+    if not ws.db_path.exists():
+        raise InputError(
+            f"no datagen workspace at {ws.root}: run `datagen generate` first or pass --workspace"
+        )
+    return Store(ws.db_path)

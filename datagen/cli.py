@@ -1,0 +1,211 @@
+"""The ``datagen`` command: a thin layer over :mod:`datagen.api`.
+
+Errors a user can fix print one line and exit non-zero; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from datagen.errors import DatagenError
+from datagen.secrets import install_log_filter, redact
+
+app = typer.Typer(
+    help="Generate synthetic training data with any LM, and benchmark the LMs that generate it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+runs_app = typer.Typer(help="List runs, or show one with counts, tokens, cost and failures.")
+app.add_typer(runs_app, name="runs")
+
+out = Console()
+err = Console(stderr=True)
+
+
+class _State:
+    debug = False
+    workspace: Path | None = None
+    quiet = False
+
+
+state = _State()
+
+
+@app.callback()
+def _main(
+    workspace: Annotated[Path | None, typer.Option(
+        "--workspace", "-w", envvar="DATAGEN_WORKSPACE",
+        help="Workspace folder (default ./datagen-workspace).")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    state.debug, state.workspace, state.quiet = debug, workspace, quiet
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    install_log_filter()
+
+
+@app.command()
+def generate(
+    generator: Annotated[str, typer.Option(
+        "--generator", "-g", help="provider:model[@base_url] (e.g. hf:smollm2, openai:gpt-4o-mini,"
+        " openai:MODEL@http://127.0.0.1:8000/v1) or a generator YAML file.")] = "hf:smollm2",
+    input: Annotated[str | None, typer.Option(
+        "--input", "-i", help="Prompts: .jsonl/.json/.csv/.parquet, a saved HF dataset folder, "
+        "hf://org/name:split, or builtin:NAME (default builtin:general).")] = None,
+    column: Annotated[str | None, typer.Option(
+        "--column", "-c", help="Prompt column (default: prompt/instruction/question/...).")] = None,
+    n: Annotated[int | None, typer.Option("-n", help="Use the first N rows.")] = None,
+    method: Annotated[str, typer.Option("--method", "-m", help="Generation method.")] = "prompt",
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    samples: Annotated[int, typer.Option(help="Responses per prompt.")] = 1,
+    temperature: Annotated[float | None, typer.Option("--temperature", "-t")] = None,
+    top_p: Annotated[float | None, typer.Option()] = None,
+    max_tokens: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Requests in flight.")] = None,
+    rpm: Annotated[float | None, typer.Option(help="Requests per minute limit.")] = None,
+    tpm: Annotated[float | None, typer.Option(help="Tokens per minute limit.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per attempt.")] = None,
+    max_retries: Annotated[int | None, typer.Option()] = None,
+    api_key_env: Annotated[str | None, typer.Option(
+        help="Environment variable holding the API key.")] = None,
+) -> None:
+    """Generate a dataset: send prompts to a generator LM, keep the answers as SFT rows."""
+    from datagen import api
+
+    spec = api.load_generator(
+        generator,
+        sampling={"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
+                  "seed": seed},
+        limits={"concurrency": concurrency, "rpm": rpm, "tpm": tpm, "timeout_s": timeout,
+                "max_retries": max_retries},
+        api_key_env=api_key_env,
+    )
+    margs: dict[str, Any] = {}
+    if method == "prompt":
+        margs = {"column": column, "system": system, "samples": samples}
+        margs = {k: v for k, v in margs.items() if v is not None and not (k == "samples" and v == 1)}
+    result = api.generate(spec, input, n=n, method=method, method_args=margs,
+                          workspace=state.workspace, progress=False if state.quiet else None)
+    s = result.stats
+    valid = len(result.valid)
+    err.print(
+        f"run [bold]{result.run_id}[/]: {s.total} requests ({s.reused} reused, {s.sent} sent, "
+        f"{s.failed} failed), {valid}/{len(result.instances)} rows kept, "
+        f"{s.prompt_tokens + s.completion_tokens} new tokens, ${s.cost_usd:.4f}"
+    )
+    err.print(f"data: {result.data_path}")
+    for x in result.valid[:2]:
+        answer = x.messages[-1].content.replace("\n", " ")
+        err.print(f"  [dim]{x.messages[0].content[:60]!s}[/] -> {answer[:100]}")
+
+
+@runs_app.callback(invoke_without_command=True)
+def runs_default(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        runs_list()
+
+
+@runs_app.command("list")
+def runs_list() -> None:
+    """Runs in the workspace, newest first."""
+    from datagen import api
+
+    rows = api.list_runs(state.workspace)
+    if not rows:
+        err.print("no runs yet: try `datagen generate`")
+        return
+    t = Table("run", "created", "status", "generator", "method", "requests", "ok", "failed",
+              "kept", "tokens", "cost $")
+    for r in rows:
+        t.add_row(r["run_id"], str(r["created_at"])[:19], r["status"], r["generator"],
+                  r["method"], _s(r["n_requests"]), _s(r["n_ok"]), _s(r["n_failed"]),
+                  _s(r["n_valid"]), _s(r["tokens"]), f"{r['cost_usd'] or 0:.4f}")
+    out.print(t)
+
+
+@runs_app.command("show")
+def runs_show(run_id: Annotated[str, typer.Argument(help="Run id or a unique prefix.")]) -> None:
+    """One run: counts, tokens, cost, latency, failures and rejections."""
+    from datagen import api
+
+    r = api.show_run(run_id, state.workspace)
+    m = r["manifest"]
+    t = Table(show_header=False, box=None)
+    for k, v in [
+        ("run", r["run_id"]), ("status", r["status"]), ("generator", r["generator"]),
+        ("method", f"{r['method']}@{r['method_version']}"), ("source", r["source"]),
+        ("sampling", str(m.get("generator", {}).get("sampling", {}))),
+        ("requests", f"{_s(r['n_requests'])} ({_s(r['n_ok'])} ok, {_s(r['n_failed'])} failed, "
+                     f"{_s(r['n_reused'])} reused)"),
+        ("rows kept", f"{_s(r['n_valid'])} of {_s(r['n_instances'])}"),
+        ("tokens", f"{_s(r['prompt_tokens'])} prompt + {_s(r['completion_tokens'])} completion"),
+        ("cost", f"${r['cost_usd'] or 0:.4f}"),
+        ("latency", f"p50 {_f(r['latency_p50_s'])} s, p95 {_f(r['latency_p95_s'])} s"),
+    ]:
+        t.add_row(f"[bold]{k}[/]", str(v))
+    if r.get("error"):
+        t.add_row("[bold]error[/]", r["error"])
+    out.print(t)
+    for e in r["errors"]:
+        out.print(f"  failed: {e['n']} x {e['error_type']} (e.g. {e['example']})")
+    for x in r["rejections"]:
+        out.print(f"  rejected: {x['n']} x {x['reject_reason']}")
+
+
+@app.command()
+def export(
+    run_id: Annotated[str, typer.Argument(help="Run id or a unique prefix.")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="Output file.")],
+    fmt: Annotated[str | None, typer.Option(
+        "--format", "-f", help="jsonl or parquet (default: from the file name).")] = None,
+    include_rejected: Annotated[bool, typer.Option(help="Also export rejected rows.")] = False,
+) -> None:
+    """Export a run's rows (chat `messages`) as JSONL or Parquet."""
+    from datagen import api
+
+    path = api.export_run(run_id, output, fmt, include_rejected=include_rejected,
+                          workspace=state.workspace)
+    err.print(f"wrote {path}")
+
+
+def _s(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+def _f(v: Any) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def main() -> None:
+    """Entry point: run the app, turning errors into one line unless --debug."""
+    try:
+        app()
+    except DatagenError as e:
+        if state.debug:
+            raise
+        err.print(f"[red]error:[/] {redact(str(e))}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted: answers received so far are saved; re-run the same command to "
+                  "resume")
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - last resort: one line, traceback with --debug
+        if state.debug:
+            raise
+        err.print(f"[red]internal error:[/] {type(e).__name__}: {redact(str(e))} "
+                  "(run with --debug for the traceback)", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

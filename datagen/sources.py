@@ -1,0 +1,184 @@
+"""Read prompt and seed rows from JSONL, JSON, CSV, Parquet, a local HF dataset or the HF Hub.
+
+Every failure is an :class:`InputError` with one line that names the file (and line) and what to
+do. A source's fingerprint is its content hash for local files, so a run id changes when the data
+does and not when a file is moved.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from datagen.errors import InputError
+from datagen.fingerprint import file_fingerprint, stable_hash
+from datagen.records import SourceSpec
+
+BUILTIN_PREFIX = "builtin:"
+
+
+def builtin_path(name: str) -> Path:
+    """A seed set shipped in the package, e.g. ``builtin:general``."""
+    import generators.seeds as seeds
+
+    path = Path(seeds.__file__).parent / f"{name}.jsonl"
+    if not path.exists():
+        avail = sorted(p.stem for p in path.parent.glob("*.jsonl"))
+        raise InputError(f"no built-in seed set {name!r}: choose one of {', '.join(avail)}")
+    return path
+
+
+def load_rows(uri: str, limit: int | None = None) -> tuple[list[dict[str, Any]], SourceSpec]:
+    """Rows (dicts) from ``uri`` and a :class:`SourceSpec` recording where they came from."""
+    if uri.startswith(BUILTIN_PREFIX):
+        path = builtin_path(uri[len(BUILTIN_PREFIX):])
+        rows = _read_jsonl(path, limit)
+        return rows, SourceSpec(uri=uri, fingerprint=file_fingerprint(str(path)), rows=len(rows))
+    if uri.startswith("hf://"):
+        return _load_hub(uri, limit)
+    path = Path(uri).expanduser()
+    if not path.exists():
+        raise InputError(f"no such file or folder: {uri}")
+    if path.is_dir():
+        return _load_local_dataset(path, uri, limit)
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+        rows = _read_jsonl(path, limit)
+    elif name.endswith(".json"):
+        rows = _read_json(path, limit)
+    elif name.endswith(".parquet"):
+        rows = _read_parquet(path, limit)
+    elif name.endswith(".csv"):
+        rows = _read_csv(path, limit)
+    else:
+        raise InputError(f"{uri}: unknown file type; use .jsonl, .json, .csv or .parquet")
+    return rows, SourceSpec(uri=uri, fingerprint=file_fingerprint(str(path)), rows=len(rows))
+
+
+def _read_jsonl(path: Path, limit: int | None) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    opener: Any = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            if limit is not None and len(rows) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError as e:
+                raise InputError(f"{path}:{lineno}: not valid JSON ({e}); fix or remove the line")
+            if not isinstance(row, dict):
+                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    return rows
+
+
+def _read_json(path: Path, limit: int | None) -> list[dict[str, Any]]:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise InputError(f"{path}: expected a list of JSON objects")
+    return data[:limit] if limit is not None else data
+
+
+def _read_parquet(path: Path, limit: int | None) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
+        raise InputError(f"{path}: cannot read as Parquet ({e})") from None
+    if limit is not None:
+        table = table.slice(0, limit)
+    return table.to_pylist()
+
+
+def _read_csv(path: Path, limit: int | None) -> list[dict[str, Any]]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = []
+        for row in csv.DictReader(f):
+            if limit is not None and len(rows) >= limit:
+                break
+            rows.append(dict(row))
+    return rows
+
+
+def _dataset_rows(ds: Any, limit: int | None) -> list[dict[str, Any]]:
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    return list(ds.to_list())
+
+
+def _load_local_dataset(path: Path, uri: str, limit: int | None) -> tuple[list[dict], SourceSpec]:
+    """A folder written by ``Dataset.save_to_disk`` (or a DatasetDict's 'train' split)."""
+    import datasets
+
+    split = None
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except FileNotFoundError:
+        raise InputError(
+            f"{uri}: a folder, but not a saved HF dataset; point at a .jsonl/.parquet file inside"
+        ) from None
+    if isinstance(ds, datasets.DatasetDict):
+        split = "train" if "train" in ds else next(iter(ds))
+        ds = ds[split]
+    rows = _dataset_rows(ds, limit)
+    fp = stable_hash({"uri": str(path.resolve()), "split": split, "fp": ds._fingerprint})
+    return rows, SourceSpec(uri=uri, fingerprint=fp, rows=len(rows))
+
+
+def parse_hf_uri(uri: str) -> tuple[str, str | None, str]:
+    """``hf://org/name[/config][:split]`` -> (name, config, split); split defaults to train."""
+    rest = uri[len("hf://"):]
+    rest, _, split = rest.partition(":")
+    parts = rest.strip("/").split("/")
+    if len(parts) < 2 or not all(parts):
+        raise InputError(f"bad dataset uri {uri!r}: use hf://org/name[/config]:split")
+    name = "/".join(parts[:2])
+    config = parts[2] if len(parts) > 2 else None
+    return name, config, split or "train"
+
+
+def _load_hub(uri: str, limit: int | None) -> tuple[list[dict[str, Any]], SourceSpec]:
+    import datasets
+
+    name, config, split = parse_hf_uri(uri)
+    try:
+        ds = datasets.load_dataset(name, config, split=split)
+    except Exception as e:  # noqa: BLE001 - network, auth and missing-split errors alike
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(
+            f"cannot load {uri} from the HF Hub ({msg}); check the name, split and network, "
+            "or pass a local file"
+        ) from None
+    rows = _dataset_rows(ds, limit)
+    fp = stable_hash({"uri": uri, "fp": getattr(ds, "_fingerprint", None)})
+    return rows, SourceSpec(uri=uri, fingerprint=fp, rows=len(rows))
+
+
+def pick_column(rows: list[dict[str, Any]], column: str | None, uri: str,
+                candidates: tuple[str, ...] = ("prompt", "instruction", "question", "input",
+                                               "text", "query")) -> str:
+    """The column to read prompts from: the one asked for, or the first usual name present."""
+    if not rows:
+        raise InputError(f"{uri}: no rows")
+    cols = list(rows[0])
+    if column is not None:
+        if column not in cols:
+            raise InputError(f"column {column!r} not in {uri}; columns are: {', '.join(cols)}")
+        return column
+    for c in candidates:
+        if c in cols:
+            return c
+    raise InputError(f"{uri}: no prompt column found; pass --column (columns: {', '.join(cols)})")

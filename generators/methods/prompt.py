@@ -1,0 +1,83 @@
+"""``prompt``: send each row's prompt as is and keep the answer as an SFT row.
+
+The simplest method, and what ``datagen generate --input FILE`` does: a prompt column (or a chat
+``messages`` column), an optional system prompt, one response per row (or ``samples`` per row).
+Failed requests and truncated answers are kept as rejected rows with their reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datagen.errors import InputError
+from datagen.fingerprint import stable_hash
+from datagen.records import GenRequest, GenResponse, Instance, Message
+from datagen.sources import pick_column
+from generators.methods.base import Method, MethodArgs
+
+
+class PromptArgs(MethodArgs):
+    column: str | None = None
+    system: str | None = None
+    samples: int = 1
+    keep_truncated: bool = False
+
+
+class PromptMethod(Method):
+    name = "prompt"
+    version = "1"
+    Args = PromptArgs
+    args: PromptArgs
+
+    def requests(self, rows: list[dict[str, Any]], source: str) -> list[GenRequest]:
+        if rows and self.args.column is None and "messages" in rows[0]:
+            column = "messages"
+        else:
+            column = pick_column(rows, self.args.column, source)
+        out: list[GenRequest] = []
+        for i, row in enumerate(rows):
+            value = row.get(column)
+            messages = self._messages(value, column, i, source)
+            row_id = str(row.get("id", i))
+            for s in range(self.args.samples):
+                out.append(GenRequest(messages=messages, sample=s,
+                                      meta={"row": i, "row_id": row_id}))
+        return out
+
+    def _messages(self, value: Any, column: str, i: int, source: str) -> list[Message]:
+        msgs: list[Message] = []
+        if self.args.system:
+            msgs.append(Message(role="system", content=self.args.system))
+        if isinstance(value, list):
+            try:
+                chat = [Message.model_validate(m) for m in value]
+            except Exception:  # noqa: BLE001
+                raise InputError(
+                    f"{source}: row {i + 1}: column {column!r} is not a list of chat messages"
+                ) from None
+            if chat and chat[-1].role == "assistant":
+                chat = chat[:-1]  # regenerate the final answer
+            return msgs + chat
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(f"{source}: row {i + 1}: column {column!r} is empty or not text")
+        return [*msgs, Message(role="user", content=value)]
+
+    def parse(self, index: int, request: GenRequest, response: GenResponse) -> Instance:
+        reason = None
+        if response.error is not None:
+            reason = f"request failed: {response.error.type}"
+        elif not (response.text or "").strip():
+            reason = "empty response"
+        elif response.finish_reason == "length" and not self.args.keep_truncated:
+            reason = "truncated (finish_reason=length)"
+        messages = [m for m in request.messages if m.role != "system"]
+        if response.text is not None:
+            messages.append(Message(role="assistant", content=response.text))
+        return Instance(
+            index=index,
+            instance_id=stable_hash([m.model_dump() for m in messages]),
+            messages=messages,
+            valid=reason is None,
+            reject_reason=reason,
+            meta={**request.meta, "key": response.key, "finish_reason": response.finish_reason},
+        )

@@ -1,0 +1,1 @@
+"""Small seed sets written for this project, one JSONL file per domain."""

@@ -1,0 +1,257 @@
+"""The workspace database: one DuckDB file, created and upgraded by :mod:`metrics.migrations`.
+
+Connections are short-lived (open, work, close) because DuckDB lets one process hold a file at a
+time; a second ``datagen`` process waits briefly for the lock instead of failing. The per-run
+response logs stay the crash-safe truth; the database is a queryable copy synced at run end (and
+re-synced by any later run), and the cross-run response cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from datagen.errors import DatagenError
+from datagen.records import GenResponse, Instance, RunManifest
+from metrics.migrations import MIGRATIONS
+
+_LOCK_WAIT_S = 30.0
+
+
+class Store:
+    """Read and write one workspace's ``datagen.duckdb``."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._migrated = False
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[Any]:
+        import duckdb
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + _LOCK_WAIT_S
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only and self.path.exists())
+                break
+            except duckdb.IOException as e:
+                if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                    raise DatagenError(
+                        f"cannot open {self.path}: {e}; is another datagen process using it?"
+                    ) from None
+                time.sleep(0.2)
+        try:
+            if not self._migrated and not read_only:
+                self._migrate(con)
+            yield con
+        finally:
+            con.close()
+
+    # -- schema ------------------------------------------------------------------------------
+    def _migrate(self, con: Any) -> None:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)"
+        )
+        done = {r[0] for r in con.execute("SELECT version FROM schema_migrations").fetchall()}
+        for version, name, sql in MIGRATIONS:
+            if version in done:
+                continue
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(sql)
+                con.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, _now()]
+                )
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+        self._migrated = True
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations; return the versions now applied."""
+        with self.connect() as con:
+            rows = con.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()
+        return [r[0] for r in rows]
+
+    # -- runs --------------------------------------------------------------------------------
+    def upsert_run(self, manifest: RunManifest, status: str, **fields: Any) -> None:
+        g = manifest.generator
+        row = {
+            "run_id": manifest.run_id,
+            "created_at": datetime.fromtimestamp(manifest.created_at, UTC).replace(tzinfo=None),
+            "updated_at": _now(),
+            "status": status,
+            "generator": g.label,
+            "provider": g.provider,
+            "model": g.model,
+            "method": manifest.method,
+            "method_version": manifest.method_version,
+            "domain": manifest.domain,
+            "source": manifest.source.uri if manifest.source else None,
+            "manifest": manifest.model_dump_json(),
+            **fields,
+        }
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in row if c not in ("run_id", "created_at"))
+        with self.connect() as con:
+            con.execute(
+                f"INSERT INTO runs ({cols}) VALUES ({marks}) "
+                f"ON CONFLICT (run_id) DO UPDATE SET {updates}",
+                list(row.values()),
+            )
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        with self.connect() as con:
+            cur = con.execute(
+                "SELECT run_id, created_at, status, generator, method, domain, n_requests, "
+                "n_ok, n_failed, n_valid, prompt_tokens + completion_tokens AS tokens, cost_usd "
+                "FROM runs ORDER BY created_at DESC"
+            )
+            return _dicts(cur)
+
+    def resolve_run(self, prefix: str) -> str:
+        """A full run id from a unique prefix, like git."""
+        with self.connect() as con:
+            ids = [r[0] for r in con.execute(
+                "SELECT run_id FROM runs WHERE starts_with(run_id, ?)", [prefix]
+            ).fetchall()]
+        if not ids:
+            from datagen.errors import NotFoundError
+
+            raise NotFoundError(f"no run {prefix!r} in {self.path.parent}: see `datagen runs`")
+        if len(ids) > 1:
+            raise DatagenError(f"run id {prefix!r} is ambiguous ({len(ids)} runs): give more of it")
+        return str(ids[0])
+
+    def run_summary(self, run_id: str) -> dict[str, Any]:
+        with self.connect() as con:
+            runs = _dicts(con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]))
+            if not runs:
+                from datagen.errors import NotFoundError
+
+                raise NotFoundError(f"no run {run_id!r}: see `datagen runs`")
+            summary = runs[0]
+            summary["manifest"] = orjson.loads(summary["manifest"]) if summary["manifest"] else {}
+            summary["errors"] = _dicts(con.execute(
+                "SELECT error_type, any_value(error_message) AS example, count(*) AS n "
+                "FROM requests WHERE run_id = ? AND status = 'error' GROUP BY 1 ORDER BY 3 DESC",
+                [run_id],
+            ))
+            summary["rejections"] = _dicts(con.execute(
+                "SELECT reject_reason, count(*) AS n FROM instances "
+                "WHERE run_id = ? AND NOT valid GROUP BY 1 ORDER BY 2 DESC",
+                [run_id],
+            ))
+            lat = con.execute(
+                "SELECT median(latency_s), quantile_cont(latency_s, 0.95) FROM requests "
+                "WHERE run_id = ? AND status = 'ok'",
+                [run_id],
+            ).fetchone()
+            summary["latency_p50_s"], summary["latency_p95_s"] = lat if lat else (None, None)
+        return summary
+
+    # -- requests and the cross-run cache -----------------------------------------------------
+    def ingest_responses(self, run_id: str, responses: Sequence[GenResponse]) -> None:
+        """Replace the run's request rows with ``responses`` (one per request index)."""
+        import pyarrow as pa
+
+        cols: dict[str, list[Any]] = {c: [] for c in _REQUEST_COLUMNS}
+        for i, r in enumerate(responses):
+            err = r.error
+            vals = (
+                run_id, i, r.key, "ok" if r.ok else "error",
+                err.kind if err else None, err.type if err else None,
+                err.message if err else None, err.status if err else None,
+                r.usage.prompt_tokens, r.usage.completion_tokens, r.latency_s, r.cost_usd,
+                r.attempts, r.finish_reason, r.model, r.text,
+                orjson.dumps(r.raw).decode() if r.raw is not None else None, r.created_at,
+            )
+            for c, v in zip(_REQUEST_COLUMNS, vals):
+                cols[c].append(v)
+        table = pa.table(cols)
+        with self.connect() as con:
+            con.register("incoming", table)
+            con.execute("BEGIN TRANSACTION")
+            con.execute("DELETE FROM requests WHERE run_id = ?", [run_id])
+            con.execute(
+                f"INSERT INTO requests ({', '.join(_REQUEST_COLUMNS)}) "
+                f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM incoming"
+            )
+            con.execute("COMMIT")
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, GenResponse]:
+        """Successful answers stored by any run, by request key (the engine's cache)."""
+        if not keys or not self.path.exists():
+            return {}
+        import pyarrow as pa
+
+        wanted = pa.table({"key": list(keys)})
+        with self.connect() as con:
+            con.register("wanted", wanted)
+            rows = con.execute(
+                "SELECT key, arg_max(struct_pack(text, finish_reason, prompt_tokens, "
+                "completion_tokens, latency_s, cost_usd, attempts, model, raw, created_at), "
+                "created_at) AS r FROM requests "
+                "WHERE status = 'ok' AND key IN (SELECT key FROM wanted) GROUP BY key"
+            ).fetchall()
+        out: dict[str, GenResponse] = {}
+        for key, r in rows:
+            out[key] = GenResponse(
+                key=key, text=r["text"], finish_reason=r["finish_reason"],
+                usage={"prompt_tokens": r["prompt_tokens"] or 0,
+                       "completion_tokens": r["completion_tokens"] or 0},
+                latency_s=r["latency_s"] or 0.0, cost_usd=r["cost_usd"] or 0.0,
+                attempts=r["attempts"] or 1, model=r["model"],
+                raw=orjson.loads(r["raw"]) if r["raw"] else None,
+                created_at=r["created_at"] or 0.0,
+            )
+        return out
+
+    # -- instances ---------------------------------------------------------------------------
+    def write_instances(self, run_id: str, instances: Sequence[Instance]) -> None:
+        import pyarrow as pa
+
+        table = pa.table({
+            "run_id": [run_id] * len(instances),
+            "idx": [x.index for x in instances],
+            "instance_id": [x.instance_id for x in instances],
+            "messages": [orjson.dumps([m.model_dump() for m in x.messages]).decode()
+                         for x in instances],
+            "valid": [x.valid for x in instances],
+            "reject_reason": [x.reject_reason for x in instances],
+            "meta": [orjson.dumps(x.meta).decode() for x in instances],
+        })
+        with self.connect() as con:
+            con.register("incoming", table)
+            con.execute("BEGIN TRANSACTION")
+            con.execute("DELETE FROM instances WHERE run_id = ?", [run_id])
+            con.execute("INSERT INTO instances SELECT * FROM incoming")
+            con.execute("COMMIT")
+
+
+_REQUEST_COLUMNS = (
+    "run_id", "idx", "key", "status", "error_kind", "error_type", "error_message", "http_status",
+    "prompt_tokens", "completion_tokens", "latency_s", "cost_usd", "attempts", "finish_reason",
+    "model", "text", "raw", "created_at",
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _dicts(cur: Any) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
