@@ -124,12 +124,18 @@ def runs_list() -> None:
     if not rows:
         err.print("no runs yet: try `datagen generate`")
         return
-    t = Table("run", "created", "status", "generator", "method", "requests", "ok", "failed",
-              "kept", "tokens", "cost $")
+    from rich import box
+
+    t = Table(box=box.SIMPLE_HEAD)
+    t.add_column("run", no_wrap=True, min_width=16)
+    t.add_column("status", no_wrap=True)
+    t.add_column("generator", overflow="ellipsis", no_wrap=True)
+    t.add_column("method", no_wrap=True)
+    for name in ("requests", "failed", "kept", "cost $"):
+        t.add_column(name, justify="right", no_wrap=True)
     for r in rows:
-        t.add_row(r["run_id"], str(r["created_at"])[:19], r["status"], r["generator"],
-                  r["method"], _s(r["n_requests"]), _s(r["n_ok"]), _s(r["n_failed"]),
-                  _s(r["n_valid"]), _s(r["tokens"]), f"{r['cost_usd'] or 0:.4f}")
+        t.add_row(r["run_id"], r["status"], r["generator"], r["method"], _s(r["n_requests"]),
+                  _s(r["n_failed"]), _s(r["n_valid"]), f"{r['cost_usd'] or 0:.4f}")
     out.print(t)
 
 

@@ -65,7 +65,8 @@ class LoopbackServer:
         self.total += 1
         self.received[prompt] += 1
         if self.api_key is not None:
-            got = request.headers.get(key_header, "")
+            # Anthropic's SDK may send x-api-key or a Bearer token; accept either.
+            got = request.headers.get(key_header, "") or request.headers.get("Authorization", "")
             if self.api_key not in got:
                 msg = f"Incorrect API key provided: {got}"
                 return web.json_response({"error": {"message": msg, "type": "auth"}}, status=401)
