@@ -92,8 +92,8 @@ def generate(
     )
     margs: dict[str, Any] = {}
     if method == "prompt":
-        margs = {"column": column, "system": system, "samples": samples}
-        margs = {k: v for k, v in margs.items() if v is not None and not (k == "samples" and v == 1)}
+        margs = {"column": column, "system": system, "samples": samples if samples != 1 else None}
+        margs = {k: v for k, v in margs.items() if v is not None}
     result = api.generate(spec, input, n=n, method=method, method_args=margs,
                           workspace=state.workspace, progress=False if state.quiet else None)
     s = result.stats
@@ -205,7 +205,7 @@ def main() -> None:
         err.print("interrupted: answers received so far are saved; re-run the same command to "
                   "resume")
         sys.exit(130)
-    except Exception as e:  # noqa: BLE001 - last resort: one line, traceback with --debug
+    except Exception as e:
         if state.debug:
             raise
         err.print(f"[red]internal error:[/] {type(e).__name__}: {redact(str(e))} "

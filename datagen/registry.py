@@ -56,4 +56,4 @@ class Registry(Generic[T]):
         for part in attr.split("."):
             obj = getattr(obj, part)
         self._loaded[name] = obj
-        return obj  # type: ignore[no-any-return]
+        return obj

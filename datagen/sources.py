@@ -70,9 +70,13 @@ def _read_jsonl(path: Path, limit: int | None) -> list[dict[str, Any]]:
             try:
                 row = orjson.loads(line)
             except orjson.JSONDecodeError as e:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({e}); fix or remove the line")
+                raise InputError(
+                    f"{path}:{lineno}: not valid JSON ({e}); fix or remove the line"
+                ) from None
             if not isinstance(row, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+                raise InputError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
+                )
             rows.append(row)
     return rows
 
@@ -94,7 +98,7 @@ def _read_parquet(path: Path, limit: int | None) -> list[dict[str, Any]]:
 
     try:
         table = pq.read_table(path)
-    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
+    except Exception as e:
         raise InputError(f"{path}: cannot read as Parquet ({e})") from None
     if limit is not None:
         table = table.slice(0, limit)
@@ -105,7 +109,7 @@ def _read_csv(path: Path, limit: int | None) -> list[dict[str, Any]]:
     import csv
 
     with open(path, newline="", encoding="utf-8") as f:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for row in csv.DictReader(f):
             if limit is not None and len(rows) >= limit:
                 break
@@ -156,7 +160,7 @@ def _load_hub(uri: str, limit: int | None) -> tuple[list[dict[str, Any]], Source
     name, config, split = parse_hf_uri(uri)
     try:
         ds = datasets.load_dataset(name, config, split=split)
-    except Exception as e:  # noqa: BLE001 - network, auth and missing-split errors alike
+    except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InputError(
             f"cannot load {uri} from the HF Hub ({msg}); check the name, split and network, "

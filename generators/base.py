@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 from abc import ABC
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from datagen.errors import DatagenError
-from datagen.records import ErrorInfo, GeneratorSpec, GenRequest, Price, SamplingParams
+from datagen.records import ErrorInfo, ErrorKind, GeneratorSpec, GenRequest, Price, SamplingParams
 from datagen.registry import Registry
 from datagen.secrets import redact
 
@@ -39,7 +40,7 @@ class ProviderError(Exception):
         status: int | None,
         message: str,
         retry_after: float | None = None,
-        kind: str | None = None,
+        kind: ErrorKind | None = None,
     ) -> None:
         super().__init__(redact(message))
         self.status = status
@@ -47,7 +48,7 @@ class ProviderError(Exception):
         self.kind = kind
 
 
-def kind_for_status(status: int | None) -> str:
+def kind_for_status(status: int | None) -> ErrorKind:
     if status is None:
         return "transient"
     if status == 429:
@@ -117,7 +118,7 @@ class Backend(ABC):
         if isinstance(exc, ProviderError):
             kind = exc.kind or kind_for_status(exc.status)
             return ErrorInfo(
-                kind=kind,  # type: ignore[arg-type]
+                kind=kind,
                 type=f"http_{exc.status}" if exc.status else "provider_error",
                 message=self.fatal_hint(exc) if kind == "fatal" else str(exc),
                 status=exc.status,
@@ -160,7 +161,7 @@ BACKENDS: Registry[type[Backend]] = Registry(
 )
 
 
-def register_backend(name: str):  # type: ignore[no-untyped-def]
+def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
     """Class decorator: ``@register_backend("mine")`` makes ``mine:model`` specs work."""
 
     def deco(cls: type[Backend]) -> type[Backend]:

@@ -155,7 +155,8 @@ async def serve(server: LoopbackServer, port: int = 0) -> tuple[web.AppRunner, i
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, backlog=4096)
     await site.start()
-    sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+    listener: Any = site._server
+    sockets = listener.sockets if listener is not None else []
     return runner, sockets[0].getsockname()[1]
 
 
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         await asyncio.Event().wait()
 
     try:
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop
 
         uvloop.install()
     except ImportError:

@@ -50,7 +50,7 @@ async def test_identical_requests_are_sent_once(tmp_path):
 
 
 async def test_rerun_sends_nothing_and_resume_sends_only_missing(tmp_path):
-    e, b = engine(tmp_path)
+    e, _ = engine(tmp_path)
     await e.generate(reqs("a", "b"))
     e2, b2 = engine(tmp_path)
     out = await e2.generate(reqs("a", "b", "c"))
@@ -108,11 +108,11 @@ async def test_invalid_request_is_recorded_and_the_run_goes_on(tmp_path):
 
 
 async def test_exhausted_retries_are_recorded_not_raised(tmp_path):
-    e, b = engine(tmp_path, replies=[{"error": 500}] * 3, max_retries=2, concurrency=1)
+    e, _ = engine(tmp_path, replies=[{"error": 500}] * 3, max_retries=2, concurrency=1)
     out = await e.generate(reqs("a"))
     assert not out[0].ok and out[0].error.kind == "transient" and out[0].attempts == 3
     # failures are not answers: a re-run tries again
-    e2, b2 = engine(tmp_path, replies=["now ok"])
+    e2, _ = engine(tmp_path, replies=["now ok"])
     out2 = await e2.generate(reqs("a"))
     assert out2[0].text == "now ok"
 
