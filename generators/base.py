@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from datagen.errors import DatagenError

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,8 +22,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aiolimiter import AsyncLimiter
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_exponential_jitter
 
 from datagen.errors import BackendError
 from datagen.fingerprint import stable_hash
@@ -248,56 +247,60 @@ class Engine:
     async def _call(
         self, batch: list[GenRequest]
     ) -> tuple[list[Reply] | None, ErrorInfo | None, int]:
-        backend = self.backend
-        lim = self.spec.limits
-        sampling = [effective_sampling(self.spec, r) for r in batch]
+        """Send one unit with retries: (replies, None, attempts) or (None, error, attempts).
+
+        The first attempt is a plain await (the hot path: no retry machinery per request);
+        only a rate-limit or transient failure enters the backoff loop, which waits for the
+        provider's ``Retry-After`` when it gives one (capped at 600 s), else exponentially
+        with jitter, up to ``max_retries`` more attempts.
+        """
+        spec = self.spec
+        sampling = [r.sampling or spec.sampling for r in batch]
+        max_attempts = spec.limits.max_retries + 1
         attempts = 0
-
-        async def attempt() -> list[Reply]:
-            nonlocal attempts
+        while True:
             attempts += 1
-            if self._rpm is not None:
-                await self._rpm.acquire(min(len(batch), self._rpm.max_rate))
-            if self._tpm is not None:
-                est = sum(_estimate_tokens(r, s) for r, s in zip(batch, sampling))
-                await self._tpm.acquire(min(est, self._tpm.max_rate))
-            if backend.batched:
-                replies = await backend.complete_batch(batch, sampling)
-                if len(replies) != len(batch):
-                    raise RuntimeError(
-                        f"{backend.name} returned {len(replies)} replies for {len(batch)} prompts"
-                    )
-                return replies
-            async with asyncio.timeout(lim.timeout_s):
-                return [await backend.complete(batch[0], sampling[0])]
+            try:
+                return await self._attempt(batch, sampling), None, attempts
+            except Exception as exc:  # noqa: BLE001 - classified, recorded, never swallowed
+                info = self.backend.classify(exc)
+                if info.kind not in _RETRYABLE or attempts >= max_attempts:
+                    if info.kind != "fatal":
+                        log.debug("request failed after %d attempts: %s", attempts, info.message)
+                    return None, info, attempts
+                await asyncio.sleep(self._backoff(exc, attempts))
 
-        expo = wait_exponential_jitter(initial=lim.backoff_s, max=lim.backoff_max_s)
+    async def _attempt(
+        self, batch: list[GenRequest], sampling: list[SamplingParams]
+    ) -> list[Reply]:
+        backend = self.backend
+        if self._rpm is not None:
+            await self._rpm.acquire(min(len(batch), self._rpm.max_rate))
+        if self._tpm is not None:
+            est = sum(_estimate_tokens(r, s) for r, s in zip(batch, sampling))
+            await self._tpm.acquire(min(est, self._tpm.max_rate))
+        if backend.batched:
+            replies = await backend.complete_batch(batch, sampling)
+            if len(replies) != len(batch):
+                raise RuntimeError(
+                    f"{backend.name} returned {len(replies)} replies for {len(batch)} prompts"
+                )
+            return replies
+        async with asyncio.timeout(self.spec.limits.timeout_s):
+            return [await backend.complete(batch[0], sampling[0])]
 
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            after = backend.retry_after(exc) if exc is not None else None
-            if after is not None:
-                return min(after, 600.0)
-            return float(expo(state))
-
-        def retryable(exc: BaseException) -> bool:
-            return backend.classify(exc).kind in _RETRYABLE
-
+    def _backoff(self, exc: BaseException, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        after = self.backend.retry_after(exc)
+        if after is not None:
+            return min(after, 600.0)
+        # Exponential backoff with full-second jitter, capped (tenacity's wait_exponential_jitter).
+        lim = self.spec.limits
         try:
-            async for a in AsyncRetrying(
-                stop=stop_after_attempt(lim.max_retries + 1),
-                wait=wait,
-                retry=retry_if_exception(retryable),
-                reraise=True,
-            ):
-                with a:
-                    replies = await attempt()
-            return replies, None, attempts
-        except Exception as exc:  # noqa: BLE001 - classified, recorded, never swallowed silently
-            info = backend.classify(exc)
-            if info.kind != "fatal":
-                log.debug("request failed after %d attempts: %s", attempts, info.message)
-            return None, info, attempts
+            delay = lim.backoff_s * 2 ** (attempt - 1) + random.uniform(0, 1)
+        except OverflowError:
+            delay = lim.backoff_max_s
+        return max(0.0, min(delay, lim.backoff_max_s))
 
 
 def _estimate_tokens(request: GenRequest, sampling: SamplingParams) -> int:

@@ -51,7 +51,7 @@ class PromptMethod(Method):
         if isinstance(value, list):
             try:
                 chat = [Message.model_validate(m) for m in value]
-            except Exception:  # noqa: BLE001
+            except Exception:
                 raise InputError(
                     f"{source}: row {i + 1}: column {column!r} is not a list of chat messages"
                 ) from None
