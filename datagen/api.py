@@ -28,6 +28,7 @@ from datagen.errors import ConfigError, DatagenError, InputError
 from datagen.fingerprint import fingerprint
 from datagen.records import (
     GeneratorSpec,
+    GenRequest,
     GenResponse,
     Instance,
     RunManifest,
@@ -36,7 +37,7 @@ from datagen.records import (
 from datagen.sources import load_rows
 from datagen.workspace import Workspace
 from generators.engine import Engine, EngineStats
-from generators.methods.base import METHODS
+from generators.methods.base import METHODS, MethodContext
 from metrics.store import Store
 
 DEFAULT_SOURCE = "builtin:general"
@@ -97,14 +98,15 @@ def generate(
     n: int | None = None,
     method: str = "prompt",
     method_args: dict[str, Any] | None = None,
+    domain: str | None = None,
     workspace: str | Path | None = None,
     progress: bool | None = None,
     backend: Any = None,
 ) -> RunResult:
     """Synchronous wrapper of :func:`agenerate` (for scripts; notebooks may await that one)."""
     return asyncio.run(agenerate(
-        generator, source, n=n, method=method, method_args=method_args, workspace=workspace,
-        progress=progress, backend=backend,
+        generator, source, n=n, method=method, method_args=method_args, domain=domain,
+        workspace=workspace, progress=progress, backend=backend,
     ))
 
 
@@ -115,29 +117,39 @@ async def agenerate(
     n: int | None = None,
     method: str = "prompt",
     method_args: dict[str, Any] | None = None,
+    domain: str | None = None,
     workspace: str | Path | None = None,
     progress: bool | None = None,
     backend: Any = None,
 ) -> RunResult:
-    """Run ``method`` over the first ``n`` rows of ``source`` with ``generator``.
+    """Run ``method`` with ``generator`` over ``source`` (default: the built-in seed set).
 
-    ``backend`` injects a ready backend instance (tests, custom clients); by default the spec's
-    provider is looked up in the backend registry.
+    ``n`` is the number of seed rows to use, or for ``instance-generation`` the number of new
+    instances to request. ``domain`` (math, code, general) picks the prompts and validator of
+    the AgoraBench methods. ``backend`` injects a ready backend instance (tests, custom clients);
+    by default the spec's provider is looked up in the backend registry.
     """
     spec = generator if isinstance(generator, GeneratorSpec) else load_generator(generator)
     if n is not None and n < 1:
         raise ConfigError(f"-n must be at least 1, got {n}")
+    m = METHODS.get(method)(**(method_args or {}))
+    if m.uses_domain:
+        domain = domain or "general"
+        from generators.domains.formats import DOMAINS
+
+        DOMAINS.get(domain)  # unknown domain -> one clear line before any work
+    elif domain is not None:
+        raise ConfigError(f"method {m.name} takes no --domain")
     ws = Workspace.resolve(workspace).ensure()
     store = Store(ws.db_path)
-    uri = source or DEFAULT_SOURCE
-    rows, src = load_rows(uri, limit=n)
-    m = METHODS.get(method)(**(method_args or {}))
-    requests = m.requests(rows, uri)
+    uri = source or (f"builtin:{domain}" if m.uses_domain else DEFAULT_SOURCE)
+    rows, src = load_rows(uri, limit=n if m.n_means == "rows" else None)
 
-    run_id = fingerprint(
-        src.fingerprint, m.name, m.version,
-        {"generator": spec.semantic(), "method_args": m.non_default_args(), "n": n},
-    )
+    args: dict[str, Any] = {"generator": spec.semantic(), "method_args": m.non_default_args(),
+                            "n": n}
+    if domain is not None:
+        args["domain"] = domain
+    run_id = fingerprint(src.fingerprint, m.name, m.version, args)
     run_dir = ws.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = run_dir / "run.json"
@@ -148,40 +160,56 @@ async def agenerate(
         method=m.name,
         method_version=m.version,
         method_args=m.args.model_dump(mode="json"),
+        domain=domain,
         source=src,
         n=n,
         datagen_version=__version__,
     )
     manifest_path.write_text(manifest.model_dump_json(indent=2))
-    store.upsert_run(manifest, "running", n_requests=len(requests))
+    store.upsert_run(manifest, "running")
 
     engine = Engine(spec, backend=backend, log_path=run_dir / "responses.jsonl", cache=store,
                     progress=progress, description=f"{m.name} {spec.label}")
+    totals = EngineStats()
+
+    async def call(requests: list[GenRequest]) -> list[GenResponse]:
+        responses = await engine.generate(requests)
+        _add_stats(totals, engine.stats)
+        return responses
+
+    ctx = MethodContext(rows=rows, source=uri, n=n, domain=domain, generate=call)
     try:
         async with engine:
-            responses = await engine.generate(requests)
+            produced = await m.run(ctx)
     except DatagenError as e:
-        store.upsert_run(manifest, "failed", error=str(e), n_requests=len(requests))
+        store.upsert_run(manifest, "failed", error=str(e))
         raise
     except (KeyboardInterrupt, asyncio.CancelledError):
-        store.upsert_run(manifest, "interrupted", n_requests=len(requests))
+        store.upsert_run(manifest, "interrupted")
         raise
 
-    instances = [m.parse(i, req, resp) for i, (req, resp) in enumerate(zip(requests, responses))]
+    responses, instances = produced.responses, produced.instances
     _write_data(run_dir, instances)
     store.ingest_responses(run_id, responses)
     store.write_instances(run_id, instances)
-    stats = engine.stats
     store.upsert_run(
         manifest, "finished",
-        n_requests=len(requests), n_ok=sum(r.ok for r in responses),
-        n_failed=sum(not r.ok for r in responses), n_reused=stats.reused,
+        n_requests=len(responses), n_ok=sum(r.ok for r in responses),
+        n_failed=sum(not r.ok for r in responses), n_reused=totals.reused,
         n_instances=len(instances), n_valid=sum(x.valid for x in instances),
         prompt_tokens=sum(r.usage.prompt_tokens for r in responses),
         completion_tokens=sum(r.usage.completion_tokens for r in responses),
         cost_usd=sum(r.cost_usd for r in responses), error=None,
     )
-    return RunResult(run_id=run_id, run_dir=run_dir, stats=stats, instances=instances)
+    return RunResult(run_id=run_id, run_dir=run_dir, stats=totals, instances=instances)
+
+
+def _add_stats(total: EngineStats, part: EngineStats) -> None:
+    for f in ("total", "reused", "sent", "ok", "failed", "attempts", "prompt_tokens",
+              "completion_tokens", "cost_usd"):
+        setattr(total, f, getattr(total, f) + getattr(part, f))
+    for k, v in part.errors.items():
+        total.errors[k] = total.errors.get(k, 0) + v
 
 
 def _created_at(manifest_path: Path) -> float:

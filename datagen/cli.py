@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from datagen.errors import DatagenError
@@ -59,12 +60,20 @@ def generate(
         "--generator", "-g", help="provider:model[@base_url] (e.g. hf:smollm2, openai:gpt-4o-mini,"
         " openai:MODEL@http://127.0.0.1:8000/v1) or a generator YAML file.")] = "hf:smollm2",
     input: Annotated[str | None, typer.Option(
-        "--input", "-i", help="Prompts: .jsonl/.json/.csv/.parquet, a saved HF dataset folder, "
-        "hf://org/name:split, or builtin:NAME (default builtin:general).")] = None,
+        "--input", "--seeds", "-i", help="Prompts or seeds: .jsonl/.json/.csv/.parquet, a saved HF"
+        " dataset folder, hf://org/name[/config]:split, or builtin:NAME (default: the built-in "
+        "seed set of the domain).")] = None,
     column: Annotated[str | None, typer.Option(
         "--column", "-c", help="Prompt column (default: prompt/instruction/question/...).")] = None,
     n: Annotated[int | None, typer.Option("-n", help="Use the first N rows.")] = None,
-    method: Annotated[str, typer.Option("--method", "-m", help="Generation method.")] = "prompt",
+    method: Annotated[str, typer.Option("--method", "-m", help="prompt, instance-generation, "
+        "response-generation, quality-enhancement, ...")] = "prompt",
+    domain: Annotated[str | None, typer.Option(
+        "--domain", "-d", help="math, code or general (AgoraBench methods).")] = None,
+    columns: Annotated[str | None, typer.Option(
+        help="Column map for seeds, e.g. instruction=question,response=answer.")] = None,
+    arg: Annotated[list[str] | None, typer.Option(
+        "--arg", "-a", help="Method argument KEY=VALUE (YAML value), repeatable: -a k=5")] = None,
     system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     samples: Annotated[int, typer.Option(help="Responses per prompt.")] = 1,
     temperature: Annotated[float | None, typer.Option("--temperature", "-t")] = None,
@@ -90,11 +99,13 @@ def generate(
                 "max_retries": max_retries},
         api_key_env=api_key_env,
     )
-    margs: dict[str, Any] = {}
+    margs: dict[str, Any] = _parse_args(arg or [])
+    if columns:
+        margs["columns"] = _parse_columns(columns)
     if method == "prompt":
-        margs = {"column": column, "system": system, "samples": samples if samples != 1 else None}
-        margs = {k: v for k, v in margs.items() if v is not None}
-    result = api.generate(spec, input, n=n, method=method, method_args=margs,
+        extra = {"column": column, "system": system, "samples": samples if samples != 1 else None}
+        margs.update({k: v for k, v in extra.items() if v is not None})
+    result = api.generate(spec, input, n=n, method=method, method_args=margs, domain=domain,
                           workspace=state.workspace, progress=False if state.quiet else None)
     s = result.stats
     valid = len(result.valid)
@@ -106,7 +117,39 @@ def generate(
     err.print(f"data: {result.data_path}")
     for x in result.valid[:2]:
         answer = x.messages[-1].content.replace("\n", " ")
-        err.print(f"  [dim]{x.messages[0].content[:60]!s}[/] -> {answer[:100]}")
+        err.print(f"  [dim]{escape(x.messages[0].content[:60])}[/] -> {escape(answer[:100])}")
+    reasons: dict[str, int] = {}
+    for x in result.instances:
+        if x.reject_reason:
+            reasons[x.reject_reason] = reasons.get(x.reject_reason, 0) + 1
+    for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]:
+        err.print(f"  rejected {count} x {reason}", markup=False)
+
+
+def _parse_args(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    from datagen.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"bad --arg {item!r}: use KEY=VALUE, e.g. -a k=5")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def _parse_columns(text: str) -> dict[str, str]:
+    from datagen.errors import ConfigError
+
+    out = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"bad --columns {text!r}: use instruction=NAME,response=NAME")
+        out[key.strip()] = value.strip()
+    return out
 
 
 @runs_app.callback(invoke_without_command=True)

@@ -5,11 +5,19 @@ arguments are errors) and only the non-default ones enter the run id, so adding 
 default does not invalidate existing runs. Bump ``version`` when a method's output changes.
 Parsing reads stored raw responses, so changing ``parse`` and bumping the version re-parses old
 answers from the cache without a single API call.
+
+Most methods are one round: :meth:`Method.requests`, then :meth:`Method.parse` per response. A
+method that feeds its own outputs back (instance generation with accepted demonstrations)
+overrides :meth:`Method.run` and calls ``ctx.generate`` once per round; since every round's
+requests are a deterministic function of earlier (cached) answers, a resumed run replays the same
+rounds and pays only for what is missing.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABC
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -23,10 +31,36 @@ class MethodArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+@dataclass
+class MethodContext:
+    """What a method run gets: its rows, domain, target count and a way to call the generator."""
+
+    rows: list[dict[str, Any]]
+    source: str
+    n: int | None
+    domain: str | None
+    generate: Callable[[list[GenRequest]], Awaitable[list[GenResponse]]]
+
+
+@dataclass
+class Produced:
+    """Everything a method run made, index-aligned: request i got response i and instance i."""
+
+    requests: list[GenRequest] = field(default_factory=list)
+    responses: list[GenResponse] = field(default_factory=list)
+    instances: list[Instance] = field(default_factory=list)
+
+
 class Method(ABC):
     name: ClassVar[str]
     version: ClassVar[str]
     Args: ClassVar[type[MethodArgs]] = MethodArgs
+    #: "rows": ``n`` limits the seed rows read; "outputs": ``n`` is how many items to make.
+    n_means: ClassVar[str] = "rows"
+    #: whether the domain matters (agora methods) or not (plain prompting)
+    uses_domain: ClassVar[bool] = False
+    #: whether outputs are new instructions (dedup against seeds makes sense)
+    new_instructions: ClassVar[bool] = False
 
     def __init__(self, **args: Any) -> None:
         try:
@@ -37,15 +71,26 @@ class Method(ABC):
     def non_default_args(self) -> dict[str, Any]:
         return self.args.model_dump(mode="json", exclude_defaults=True)
 
-    @abstractmethod
-    def requests(self, rows: list[dict[str, Any]], source: str) -> list[GenRequest]:
+    def requests(self, ctx: MethodContext) -> list[GenRequest]:
         """One request per record to produce; ``meta`` carries what parse needs."""
+        raise NotImplementedError(f"{self.name} implements neither requests() nor run()")
 
-    @abstractmethod
-    def parse(self, index: int, request: GenRequest, response: GenResponse) -> Instance:
+    def parse(self, index: int, request: GenRequest, response: GenResponse,
+              ctx: MethodContext) -> Instance:
         """A record from a stored response; failures are rejected records, never exceptions."""
+        raise NotImplementedError(f"{self.name} implements neither parse() nor run()")
+
+    async def run(self, ctx: MethodContext) -> Produced:
+        requests = self.requests(ctx)
+        responses = await ctx.generate(requests)
+        instances = [self.parse(i, q, r, ctx)
+                     for i, (q, r) in enumerate(zip(requests, responses))]
+        return Produced(requests, responses, instances)
 
 
-METHODS: Registry[type[Method]] = Registry(
-    "method", "datagen.methods", builtins={"prompt": "generators.methods.prompt:PromptMethod"}
-)
+METHODS: Registry[type[Method]] = Registry("method", "datagen.methods", builtins={
+    "prompt": "generators.methods.prompt:PromptMethod",
+    "instance-generation": "generators.methods.agora:InstanceGeneration",
+    "response-generation": "generators.methods.agora:ResponseGeneration",
+    "quality-enhancement": "generators.methods.agora:QualityEnhancement",
+})

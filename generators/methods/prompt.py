@@ -13,7 +13,7 @@ from datagen.errors import InputError
 from datagen.fingerprint import stable_hash
 from datagen.records import GenRequest, GenResponse, Instance, Message
 from datagen.sources import pick_column
-from generators.methods.base import Method, MethodArgs
+from generators.methods.base import Method, MethodArgs, MethodContext
 
 
 class PromptArgs(MethodArgs):
@@ -29,7 +29,8 @@ class PromptMethod(Method):
     Args = PromptArgs
     args: PromptArgs
 
-    def requests(self, rows: list[dict[str, Any]], source: str) -> list[GenRequest]:
+    def requests(self, ctx: MethodContext) -> list[GenRequest]:
+        rows, source = ctx.rows, ctx.source
         if rows and self.args.column is None and "messages" in rows[0]:
             column = "messages"
         else:
@@ -62,7 +63,8 @@ class PromptMethod(Method):
             raise InputError(f"{source}: row {i + 1}: column {column!r} is empty or not text")
         return [*msgs, Message(role="user", content=value)]
 
-    def parse(self, index: int, request: GenRequest, response: GenResponse) -> Instance:
+    def parse(self, index: int, request: GenRequest, response: GenResponse,
+              ctx: MethodContext) -> Instance:
         reason = None
         if response.error is not None:
             reason = f"request failed: {response.error.type}"

@@ -1,0 +1,1 @@
+"""Prompt templates (string.Template, ``$name`` fields), one file per method x domain."""
