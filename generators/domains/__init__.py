@@ -1,0 +1,1 @@
+"""Domains: what valid data looks like in each (math, code, general) and how answers are judged."""
