@@ -29,8 +29,9 @@ class InputError(DatagenError):
 class MissingDependencyError(DatagenError):
     """An optional dependency is not installed; the message carries the install command."""
 
-    def __init__(self, what: str, package: str, extra: str | None = None) -> None:
-        hint = f"pip install 'datagen[{extra}]'" if extra else f"pip install {package}"
+    def __init__(self, what: str, package: str, extra: str | None = None,
+                 hint: str | None = None) -> None:
+        hint = hint or (f"pip install 'datagen[{extra}]'" if extra else f"pip install {package}")
         super().__init__(f"{what} needs the '{package}' package: {hint}")
         self.package = package
 
