@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from datagen.records import (
     GenRequest,
     GenResponse,
     Instance,
+    Pair,
     RunManifest,
     validation_message,
 )
@@ -81,6 +82,7 @@ class RunResult:
     run_dir: Path
     stats: EngineStats
     instances: list[Instance]
+    pairs: list[Pair] = field(default_factory=list)
 
     @property
     def valid(self) -> list[Instance]:
@@ -188,20 +190,23 @@ async def agenerate(
         store.upsert_run(manifest, "interrupted")
         raise
 
-    responses, instances = produced.responses, produced.instances
+    responses, instances, pairs = produced.responses, produced.instances, produced.pairs
     _write_data(run_dir, instances)
+    _write_pairs(run_dir, pairs)
     store.ingest_responses(run_id, responses)
     store.write_instances(run_id, instances)
+    store.write_pairs(run_id, pairs)
     store.upsert_run(
         manifest, "finished",
         n_requests=len(responses), n_ok=sum(r.ok for r in responses),
         n_failed=sum(not r.ok for r in responses), n_reused=totals.reused,
-        n_instances=len(instances), n_valid=sum(x.valid for x in instances),
+        n_instances=len(instances), n_valid=sum(x.valid for x in instances), n_pairs=len(pairs),
         prompt_tokens=sum(r.usage.prompt_tokens for r in responses),
         completion_tokens=sum(r.usage.completion_tokens for r in responses),
         cost_usd=sum(r.cost_usd for r in responses), error=None,
     )
-    return RunResult(run_id=run_id, run_dir=run_dir, stats=totals, instances=instances)
+    return RunResult(run_id=run_id, run_dir=run_dir, stats=totals, instances=instances,
+                     pairs=pairs)
 
 
 def _add_stats(total: EngineStats, part: EngineStats) -> None:
@@ -241,6 +246,26 @@ def _write_data(run_dir: Path, instances: list[Instance]) -> None:
     _write_jsonl(run_dir / "data.jsonl", _instance_rows(valid))
     _write_jsonl(run_dir / "rejected.jsonl", [x.model_dump(mode="json") for x in instances
                                                if not x.valid])
+
+
+def pair_rows(pairs: list[Pair]) -> list[dict[str, Any]]:
+    """Pairs as TRL's DPOTrainer reads them: conversational prompt/chosen/rejected, plus
+    provenance columns (attribute, margin, weight) that trainers ignore."""
+    return [
+        {"prompt": [m.model_dump() for m in p.prompt],
+         "chosen": [m.model_dump() for m in p.chosen],
+         "rejected": [m.model_dump() for m in p.rejected],
+         "pair_id": p.pair_id, "attribute": p.attribute, "margin": p.margin, "weight": p.weight}
+        for p in pairs
+    ]
+
+
+def _write_pairs(run_dir: Path, pairs: list[Pair]) -> None:
+    if not pairs:
+        return
+    _write_jsonl(run_dir / "pairs.jsonl", [
+        {**r, "evidence": p.evidence, "meta": p.meta} for r, p in zip(pair_rows(pairs), pairs)
+    ])
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

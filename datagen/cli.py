@@ -51,6 +51,9 @@ def _main(
     state.debug, state.workspace, state.quiet = debug, workspace, quiet
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not debug and not quiet:
+        # datagen's own notices ("converting the model once ...") without library chatter
+        logging.getLogger("datagen").setLevel(logging.INFO)
     install_log_filter()
 
 

@@ -228,3 +228,19 @@ class Instance(Record):
     valid: bool = True
     reject_reason: str | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class Pair(Record):
+    """One preference row: a prompt, a chosen and a rejected answer (chat-message form), the
+    attribute(s) it is about, and the evidence for the order (judge verdicts, rewards)."""
+
+    index: int
+    pair_id: str
+    prompt: list[Message]
+    chosen: list[Message]
+    rejected: list[Message]
+    attribute: str | None = None
+    margin: float | None = None
+    weight: float | None = None
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict)

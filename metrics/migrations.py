@@ -69,4 +69,26 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "pairs",
+        """
+        CREATE TABLE pairs (
+            run_id VARCHAR,
+            idx INTEGER,
+            pair_id VARCHAR,
+            prompt JSON,
+            chosen JSON,
+            rejected JSON,
+            attribute VARCHAR,
+            margin DOUBLE,
+            weight DOUBLE,
+            evidence JSON,
+            meta JSON,
+            PRIMARY KEY (run_id, idx)
+        );
+        ALTER TABLE runs ADD COLUMN n_pairs INTEGER;
+        """,
+    ),
+    # 3: curation counts (dedup, decontamination). 4: students, scores. 5: intrinsic metrics.
 ]

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from datagen.errors import DatagenError
-from datagen.records import GenResponse, Instance, RunManifest
+from datagen.records import GenResponse, Instance, Pair, RunManifest
 from metrics.migrations import MIGRATIONS
 
 _LOCK_WAIT_S = 30.0
@@ -239,6 +239,43 @@ class Store:
             con.execute("DELETE FROM instances WHERE run_id = ?", [run_id])
             con.execute("INSERT INTO instances SELECT * FROM incoming")
             con.execute("COMMIT")
+
+    # -- pairs -------------------------------------------------------------------------------
+    def write_pairs(self, run_id: str, pairs: Sequence[Pair]) -> None:
+        import pyarrow as pa
+
+        def js(v: Any) -> str:
+            return orjson.dumps(v).decode()
+
+        table = pa.table({
+            "run_id": pa.array([run_id] * len(pairs), pa.string()),
+            "idx": pa.array([p.index for p in pairs], pa.int32()),
+            "pair_id": pa.array([p.pair_id for p in pairs], pa.string()),
+            "prompt": pa.array([js([m.model_dump() for m in p.prompt]) for p in pairs]),
+            "chosen": pa.array([js([m.model_dump() for m in p.chosen]) for p in pairs]),
+            "rejected": pa.array([js([m.model_dump() for m in p.rejected]) for p in pairs]),
+            "attribute": pa.array([p.attribute for p in pairs], pa.string()),
+            "margin": pa.array([p.margin for p in pairs], pa.float64()),
+            "weight": pa.array([p.weight for p in pairs], pa.float64()),
+            "evidence": pa.array([js(p.evidence) for p in pairs], pa.string()),
+            "meta": pa.array([js(p.meta) for p in pairs], pa.string()),
+        })
+        with self.connect() as con:
+            con.register("incoming", table)
+            con.execute("BEGIN TRANSACTION")
+            con.execute("DELETE FROM pairs WHERE run_id = ?", [run_id])
+            con.execute("INSERT INTO pairs SELECT * FROM incoming")
+            con.execute("COMMIT")
+
+    def read_pairs(self, run_id: str) -> list[Pair]:
+        with self.connect() as con:
+            cur = con.execute("SELECT * FROM pairs WHERE run_id = ? ORDER BY idx", [run_id])
+            rows = _dicts(cur)
+        return [Pair(index=r["idx"], pair_id=r["pair_id"], prompt=orjson.loads(r["prompt"]),
+                     chosen=orjson.loads(r["chosen"]), rejected=orjson.loads(r["rejected"]),
+                     attribute=r["attribute"], margin=r["margin"], weight=r["weight"],
+                     evidence=orjson.loads(r["evidence"]), meta=orjson.loads(r["meta"]))
+                for r in rows]
 
 
 _REQUEST_COLUMNS = (

@@ -46,6 +46,9 @@ def _import_local() -> tuple[Any, Any]:
         import transformers
     except ImportError:
         raise MissingDependencyError("the hf backend", "transformers", extra="local") from None
+    if not log.isEnabledFor(logging.DEBUG):
+        # Weight loading/conversion bars would drown the engine's own progress bar.
+        transformers.utils.logging.disable_progress_bar()
     return torch, transformers
 
 
@@ -63,6 +66,8 @@ def resolve_model_path(model: str) -> str:
         return str(target)
     with _convert_lock:
         if not (target / "config.json").is_file():
+            log.info("hf:smollm2: converting the embedded model once into %s (about 30 s)",
+                     target)
             _convert_smollm2(target)
     return str(target)
 

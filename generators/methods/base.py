@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from datagen.errors import ConfigError
-from datagen.records import GenRequest, GenResponse, Instance, validation_message
+from datagen.records import GenRequest, GenResponse, Instance, Pair, validation_message
 from datagen.registry import Registry
 
 
@@ -49,6 +49,8 @@ class Produced:
     requests: list[GenRequest] = field(default_factory=list)
     responses: list[GenResponse] = field(default_factory=list)
     instances: list[Instance] = field(default_factory=list)
+    #: preference pairs, for methods that make them (not index-aligned with requests)
+    pairs: list[Pair] = field(default_factory=list)
 
 
 class Method(ABC):

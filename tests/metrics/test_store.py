@@ -16,15 +16,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_migrations_run_once_and_new_ones_upgrade_an_old_workspace(tmp_path, monkeypatch):
     db = tmp_path / "datagen.duckdb"
-    assert Store(db).migrate() == [1]
-    assert Store(db).migrate() == [1]  # idempotent
-    monkeypatch.setattr(migrations, "MIGRATIONS", [
-        *migrations.MIGRATIONS, (2, "notes", "CREATE TABLE notes (run_id VARCHAR, note VARCHAR)")
-    ])
+    shipped = [v for v, _, _ in migrations.MIGRATIONS]
+    assert shipped == list(range(1, len(shipped) + 1))  # numbered, none skipped
+    assert Store(db).migrate() == shipped
+    assert Store(db).migrate() == shipped  # idempotent
+    nxt = len(shipped) + 1
     import metrics.store as store_mod
 
-    monkeypatch.setattr(store_mod, "MIGRATIONS", migrations.MIGRATIONS)
-    assert Store(db).migrate() == [1, 2]
+    monkeypatch.setattr(store_mod, "MIGRATIONS", [
+        *migrations.MIGRATIONS, (nxt, "notes", "CREATE TABLE notes (run_id VARCHAR, note VARCHAR)")
+    ])
+    assert Store(db).migrate() == [*shipped, nxt]
     with duckdb.connect(str(db)) as con:
         assert con.execute("SELECT count(*) FROM notes").fetchone() == (0,)
 
