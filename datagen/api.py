@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from pydantic import ValidationError
 
 from datagen import __version__
 from datagen.errors import ConfigError, DatagenError, InputError
-from datagen.fingerprint import fingerprint
+from datagen.fingerprint import fingerprint, stable_hash
 from datagen.records import (
     GeneratorSpec,
     GenRequest,
@@ -62,14 +63,14 @@ def load_generator(spec: str | GeneratorSpec | dict[str, Any], **overrides: Any)
         base = {**GeneratorSpec.parse(text).model_dump(exclude_unset=True), **data}
     else:
         base = GeneratorSpec.parse(spec).model_dump(exclude_unset=True)
-    for field, value in overrides.items():
+    for name, value in overrides.items():
         if value is None:
             continue
         if isinstance(value, dict):
-            base[field] = {**(base.get(field) or {}), **{k: v for k, v in value.items()
-                                                       if v is not None}}
+            base[name] = {**(base.get(name) or {}), **{k: v for k, v in value.items()
+                                                     if v is not None}}
         else:
-            base[field] = value
+            base[name] = value
     try:
         return GeneratorSpec.model_validate(base)
     except ValidationError as e:
@@ -104,11 +105,12 @@ def generate(
     workspace: str | Path | None = None,
     progress: bool | None = None,
     backend: Any = None,
+    backends: dict[str, Any] | None = None,
 ) -> RunResult:
     """Synchronous wrapper of :func:`agenerate` (for scripts; notebooks may await that one)."""
     return asyncio.run(agenerate(
         generator, source, n=n, method=method, method_args=method_args, domain=domain,
-        workspace=workspace, progress=progress, backend=backend,
+        workspace=workspace, progress=progress, backend=backend, backends=backends,
     ))
 
 
@@ -123,13 +125,15 @@ async def agenerate(
     workspace: str | Path | None = None,
     progress: bool | None = None,
     backend: Any = None,
+    backends: dict[str, Any] | None = None,
 ) -> RunResult:
     """Run ``method`` with ``generator`` over ``source`` (default: the built-in seed set).
 
     ``n`` is the number of seed rows to use, or for ``instance-generation`` the number of new
     instances to request. ``domain`` (math, code, general) picks the prompts and validator of
-    the AgoraBench methods. ``backend`` injects a ready backend instance (tests, custom clients);
-    by default the spec's provider is looked up in the backend registry.
+    the AgoraBench methods. ``backend`` injects a ready backend instance (tests, custom clients)
+    for the generator, ``backends`` maps other specs' labels (judges, editors) to instances; by
+    default a spec's provider is looked up in the backend registry.
     """
     spec = generator if isinstance(generator, GeneratorSpec) else load_generator(generator)
     if n is not None and n < 1:
@@ -179,10 +183,35 @@ async def agenerate(
         _add_stats(totals, engine.stats)
         return responses
 
-    ctx = MethodContext(rows=rows, source=uri, n=n, domain=domain, generate=call)
+    others: dict[str, Engine] = {}
+
+    def generate_with(other: GeneratorSpec | str) -> Callable[[list[GenRequest]],
+                                                             Awaitable[list[GenResponse]]]:
+        ospec = other if isinstance(other, GeneratorSpec) else load_generator(other)
+        tag = stable_hash(ospec.semantic(), 12)
+        if tag not in others:
+            others[tag] = Engine(
+                ospec, backend=(backends or {}).get(ospec.label),
+                log_path=run_dir / f"responses-{tag}.jsonl", cache=store, progress=progress,
+                description=f"{m.name} {ospec.label}")
+        eng = others[tag]
+
+        async def call_other(requests: list[GenRequest]) -> list[GenResponse]:
+            responses = await eng.generate(requests)
+            _add_stats(totals, eng.stats)
+            return responses
+
+        return call_other
+
+    ctx = MethodContext(rows=rows, source=uri, n=n, domain=domain, generate=call,
+                        generate_with=generate_with)
     try:
         async with engine:
-            produced = await m.run(ctx)
+            try:
+                produced = await m.run(ctx)
+            finally:
+                for eng in others.values():
+                    await eng.aclose()
     except DatagenError as e:
         store.upsert_run(manifest, "failed", error=str(e))
         raise
@@ -190,7 +219,8 @@ async def agenerate(
         store.upsert_run(manifest, "interrupted")
         raise
 
-    responses, instances, pairs = produced.responses, produced.instances, produced.pairs
+    instances, pairs = produced.instances, produced.pairs
+    responses = produced.responses + produced.extra_responses
     _write_data(run_dir, instances)
     _write_pairs(run_dir, pairs)
     store.ingest_responses(run_id, responses)

@@ -23,7 +23,14 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from datagen.errors import ConfigError
-from datagen.records import GenRequest, GenResponse, Instance, Pair, validation_message
+from datagen.records import (
+    GeneratorSpec,
+    GenRequest,
+    GenResponse,
+    Instance,
+    Pair,
+    validation_message,
+)
 from datagen.registry import Registry
 
 
@@ -31,15 +38,23 @@ class MethodArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Generate = Callable[[list[GenRequest]], Awaitable[list[GenResponse]]]
+
+
 @dataclass
 class MethodContext:
-    """What a method run gets: its rows, domain, target count and a way to call the generator."""
+    """What a method run gets: its rows, domain, target count and a way to call the generator.
+
+    ``generate_with(spec)`` gives a ``generate`` for another LM (a judge, an editor) that is
+    cached, logged (``runs/<id>/responses-<spec hash>.jsonl``) and resumable like the main one.
+    """
 
     rows: list[dict[str, Any]]
     source: str
     n: int | None
     domain: str | None
-    generate: Callable[[list[GenRequest]], Awaitable[list[GenResponse]]]
+    generate: Generate
+    generate_with: Callable[[GeneratorSpec | str], Generate] | None = None
 
 
 @dataclass
@@ -51,6 +66,8 @@ class Produced:
     instances: list[Instance] = field(default_factory=list)
     #: preference pairs, for methods that make them (not index-aligned with requests)
     pairs: list[Pair] = field(default_factory=list)
+    #: responses from other LMs (judges, editors), stored after the main ones
+    extra_responses: list[GenResponse] = field(default_factory=list)
 
 
 class Method(ABC):
