@@ -14,11 +14,14 @@ sends nothing. A killed run resumes from its response log.
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import yaml
@@ -39,10 +42,14 @@ from datagen.records import (
 from datagen.sources import load_rows
 from datagen.workspace import Workspace
 from generators.engine import Engine, EngineStats
+
+if TYPE_CHECKING:
+    from generators.curation import CurationConfig
 from generators.methods.base import METHODS, MethodContext
 from metrics.store import Store
 
 DEFAULT_SOURCE = "builtin:general"
+log = logging.getLogger("datagen.api")
 
 
 def load_generator(spec: str | GeneratorSpec | dict[str, Any], **overrides: Any) -> GeneratorSpec:
@@ -106,11 +113,13 @@ def generate(
     progress: bool | None = None,
     backend: Any = None,
     backends: dict[str, Any] | None = None,
+    curation: CurationConfig | dict[str, Any] | None = None,
 ) -> RunResult:
     """Synchronous wrapper of :func:`agenerate` (for scripts; notebooks may await that one)."""
     return asyncio.run(agenerate(
         generator, source, n=n, method=method, method_args=method_args, domain=domain,
         workspace=workspace, progress=progress, backend=backend, backends=backends,
+        curation=curation,
     ))
 
 
@@ -126,6 +135,7 @@ async def agenerate(
     progress: bool | None = None,
     backend: Any = None,
     backends: dict[str, Any] | None = None,
+    curation: CurationConfig | dict[str, Any] | None = None,
 ) -> RunResult:
     """Run ``method`` with ``generator`` over ``source`` (default: the built-in seed set).
 
@@ -133,7 +143,8 @@ async def agenerate(
     instances to request. ``domain`` (math, code, general) picks the prompts and validator of
     the AgoraBench methods. ``backend`` injects a ready backend instance (tests, custom clients)
     for the generator, ``backends`` maps other specs' labels (judges, editors) to instances; by
-    default a spec's provider is looked up in the backend registry.
+    default a spec's provider is looked up in the backend registry. ``curation`` configures
+    dedup and decontamination of the AgoraBench methods' accepted rows (on by default).
     """
     spec = generator if isinstance(generator, GeneratorSpec) else load_generator(generator)
     if n is not None and n < 1:
@@ -155,6 +166,9 @@ async def agenerate(
                             "n": n}
     if domain is not None:
         args["domain"] = domain
+    cur = _curation_config(curation) if m.uses_domain else None
+    if cur is not None and cur.model_dump(exclude_defaults=True):
+        args["curation"] = cur.model_dump(mode="json", exclude_defaults=True)
     run_id = fingerprint(src.fingerprint, m.name, m.version, args)
     run_dir = ws.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -221,6 +235,7 @@ async def agenerate(
 
     instances, pairs = produced.instances, produced.pairs
     responses = produced.responses + produced.extra_responses
+    curation_report = _curate(m, instances, rows, cur) if cur is not None else None
     _write_data(run_dir, instances)
     _write_pairs(run_dir, pairs)
     store.ingest_responses(run_id, responses)
@@ -234,9 +249,62 @@ async def agenerate(
         prompt_tokens=sum(r.usage.prompt_tokens for r in responses),
         completion_tokens=sum(r.usage.completion_tokens for r in responses),
         cost_usd=sum(r.cost_usd for r in responses), error=None,
+        curation=orjson.dumps(curation_report).decode() if curation_report else None,
     )
     return RunResult(run_id=run_id, run_dir=run_dir, stats=totals, instances=instances,
                      pairs=pairs)
+
+
+def _curation_config(curation: CurationConfig | dict[str, Any] | None) -> CurationConfig:
+    from generators.curation import CurationConfig
+
+    if isinstance(curation, CurationConfig):
+        return curation
+    try:
+        return CurationConfig(**(curation or {}))
+    except ValidationError as e:
+        raise ConfigError(f"bad curation settings: {validation_message(e)}") from None
+
+
+def _curate(m: Any, instances: list[Instance], rows: list[dict[str, Any]],
+            cfg: CurationConfig) -> dict[str, Any]:
+    """Dedup (methods that write new instructions) and decontaminate the accepted rows.
+
+    Eval sets that cannot be loaded (offline, no ``$DATAGEN_EVAL_DIR``) skip decontamination
+    with a warning recorded in the run, rather than failing a finished generation.
+    """
+    from generators.curation import EvalIndex, curate_instances
+
+    cfg = cfg.model_copy(update={"dedup": cfg.dedup and m.new_instructions})
+    index = None
+    skipped = None
+    if cfg.decontaminate and cfg.eval_sets:
+        try:
+            index = _eval_index(tuple(cfg.eval_sets), cfg.ngram,
+                                cfg.eval_dir or os.environ.get("DATAGEN_EVAL_DIR"))
+        except DatagenError as e:
+            skipped = f"decontamination skipped: {e}"
+            log.warning("%s", skipped)
+            cfg = cfg.model_copy(update={"decontaminate": False})
+    seeds: list[str] = []
+    if m.new_instructions:
+        from generators.methods.agora import seed_rows
+
+        seeds = [s["instruction"] for s in seed_rows(rows, getattr(m.args, "columns", None),
+                                                     "seeds", need_response=False)]
+    report = curate_instances(instances, seeds, cfg, index)
+    out: dict[str, Any] = {"counts": report.counts, "contaminated_by": report.contaminated_by}
+    if skipped:
+        out["skipped"] = skipped
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _eval_index(names: tuple[str, ...], n: int, root: str | None) -> Any:
+    """Eval sets are loaded and indexed once per process (a bench runs many cells)."""
+    from generators.curation import EvalIndex
+
+    return EvalIndex.from_names(list(names), n=n, root=root)
 
 
 def _add_stats(total: EngineStats, part: EngineStats) -> None:

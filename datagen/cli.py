@@ -6,15 +6,19 @@ Errors a user can fix print one line and exit non-zero; ``--debug`` shows the tr
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from datagen.cli_eval import eval_command
+from datagen.cli_students import students_app, train_command
 from datagen.errors import DatagenError
 from datagen.secrets import install_log_filter, redact
 
@@ -24,6 +28,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.command("eval")(eval_command)
+app.command("train")(train_command)
+app.add_typer(students_app, name="students")
 runs_app = typer.Typer(help="List runs, or show one with counts, tokens, cost and failures.")
 app.add_typer(runs_app, name="runs")
 
@@ -90,6 +97,13 @@ def generate(
     max_retries: Annotated[int | None, typer.Option()] = None,
     api_key_env: Annotated[str | None, typer.Option(
         help="Environment variable holding the API key.")] = None,
+    dedup: Annotated[bool, typer.Option(
+        help="Drop exact and near duplicates (new instructions only).")] = True,
+    decontaminate: Annotated[bool, typer.Option(
+        help="Drop rows that contain evaluation items (8-gram coverage).")] = True,
+    eval_set: Annotated[list[str] | None, typer.Option(
+        help="Eval sets to decontaminate against (default: gsm8k, math500, mbpp, humaneval, "
+        "ifeval); $DATAGEN_EVAL_DIR holds local copies.")] = None,
 ) -> None:
     """Generate a dataset: send prompts to a generator LM, keep the answers as SFT rows."""
     from datagen import api
@@ -108,8 +122,16 @@ def generate(
     if method == "prompt":
         extra = {"column": column, "system": system, "samples": samples if samples != 1 else None}
         margs.update({k: v for k, v in extra.items() if v is not None})
+    curation: dict[str, Any] = {}
+    if not dedup:
+        curation["dedup"] = False
+    if not decontaminate:
+        curation["decontaminate"] = False
+    if eval_set:
+        curation["eval_sets"] = eval_set
     result = api.generate(spec, input, n=n, method=method, method_args=margs, domain=domain,
-                          workspace=state.workspace, progress=False if state.quiet else None)
+                          workspace=state.workspace, progress=False if state.quiet else None,
+                          curation=curation)
     s = result.stats
     valid = len(result.valid)
     err.print(
@@ -124,7 +146,8 @@ def generate(
     reasons: dict[str, int] = {}
     for x in result.instances:
         if x.reject_reason:
-            reasons[x.reject_reason] = reasons.get(x.reject_reason, 0) + 1
+            kind = re.sub(r"\s*#\d+.*$", "", x.reject_reason)
+            reasons[kind] = reasons.get(kind, 0) + 1
     for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]:
         err.print(f"  rejected {count} x {reason}", markup=False)
 
@@ -207,6 +230,13 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="Run id or a unique pre
         t.add_row(f"[bold]{k}[/]", str(v))
     if r.get("error"):
         t.add_row("[bold]error[/]", r["error"])
+    cur = orjson.loads(r["curation"]) if r.get("curation") else None
+    if cur:
+        counts = cur.get("counts", {})
+        parts = [f"{counts.get(k, 0)} {k}" for k in ("exact", "near", "seed", "contaminated")]
+        by = ", ".join(f"{k}: {v}" for k, v in cur.get("contaminated_by", {}).items() if v)
+        t.add_row("[bold]curation[/]", ", ".join(parts) + (f" ({by})" if by else "")
+                  + (f"; {cur['skipped']}" if cur.get("skipped") else ""))
     out.print(t)
     for e in r["errors"]:
         out.print(f"  failed: {e['n']} x {e['error_type']} (e.g. {e['example']})")

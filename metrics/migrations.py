@@ -90,5 +90,176 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE runs ADD COLUMN n_pairs INTEGER;
         """,
     ),
-    # 3: curation counts (dedup, decontamination). 4: students, scores. 5: intrinsic metrics.
+    (
+        3,
+        "curation report per run",
+        "ALTER TABLE runs ADD COLUMN curation JSON;",
+    ),
+    (
+        4,
+        "students",
+        """
+        CREATE TABLE students (
+            student_id VARCHAR PRIMARY KEY,
+            base_model VARCHAR,
+            recipe JSON,
+            data_run_id VARCHAR,
+            status VARCHAR,
+            created_at TIMESTAMP,
+            finished_at TIMESTAMP,
+            train_seconds DOUBLE,
+            final_loss DOUBLE,
+            path VARCHAR,
+            error VARCHAR
+        );
+        """,
+    ),
+    (
+        5,
+        "evaluation scores",
+        """
+        CREATE TABLE scores (
+            eval_id VARCHAR,
+            model VARCHAR,
+            student_id VARCHAR,
+            task VARCHAR,
+            metric VARCHAR,
+            value DOUBLE,
+            n INTEGER,
+            created_at TIMESTAMP,
+            PRIMARY KEY (eval_id, metric)
+        );
+        CREATE TABLE item_scores (
+            eval_id VARCHAR,
+            task VARCHAR,
+            item_id VARCHAR,
+            idx INTEGER,
+            score DOUBLE,
+            extracted VARCHAR,
+            detail JSON,
+            PRIMARY KEY (eval_id, idx)
+        );
+        """,
+    ),
+    (
+        6,
+        "intrinsic metrics, PGR, leaderboard views",
+        # intrinsic: one row per (run, metric, config key); ``key`` hashes the metric's version
+        # and configuration (plus a fingerprint of the run's data), so a stored key means
+        # "already computed". intrinsic_items: per-instance values (NULL + note when missing).
+        # pgr: one computation per run (per task, and task '*' = the domain mean), with its
+        # bootstrap replicates so overall CIs and separability need no recomputation.
+        """
+        CREATE TABLE intrinsic (
+            run_id VARCHAR,
+            metric VARCHAR,
+            version VARCHAR,
+            config JSON,
+            key VARCHAR,
+            value DOUBLE,
+            n INTEGER,
+            created_at TIMESTAMP,
+            PRIMARY KEY (run_id, metric, key)
+        );
+        CREATE TABLE intrinsic_items (
+            run_id VARCHAR,
+            metric VARCHAR,
+            key VARCHAR,
+            idx INTEGER,
+            value DOUBLE,
+            note VARCHAR,
+            PRIMARY KEY (run_id, metric, key, idx)
+        );
+        CREATE TABLE pgr (
+            run_id VARCHAR,
+            generator VARCHAR,
+            method VARCHAR,
+            domain VARCHAR,
+            task VARCHAR,
+            student_eval_id VARCHAR,
+            base_eval_id VARCHAR,
+            reference_eval_id VARCHAR,
+            base_model VARCHAR,
+            reference_model VARCHAR,
+            student_score DOUBLE,
+            base_score DOUBLE,
+            reference_score DOUBLE,
+            pgr DOUBLE,
+            ci_low DOUBLE,
+            ci_high DOUBLE,
+            n_items INTEGER,
+            items_key VARCHAR,
+            n_boot INTEGER,
+            seed BIGINT,
+            boot DOUBLE[],
+            created_at TIMESTAMP,
+            PRIMARY KEY (run_id, task)
+        );
+        CREATE VIEW intrinsic_latest AS
+        SELECT run_id, metric, arg_max(value, created_at) AS value, arg_max(n, created_at) AS n,
+               max(created_at) AS created_at
+        FROM intrinsic GROUP BY run_id, metric;
+        CREATE VIEW run_intrinsic AS
+        SELECT run_id,
+            max(value) FILTER (WHERE metric = 'difficulty') AS difficulty,
+            max(value) FILTER (WHERE metric = 'quality') AS quality,
+            max(value) FILTER (WHERE metric = 'reward') AS reward,
+            max(value) FILTER (WHERE metric = 'perplexity') AS perplexity,
+            max(value) FILTER (WHERE metric = 'instruction_diversity') AS instruction_diversity,
+            max(value) FILTER (WHERE metric = 'response_diversity') AS response_diversity,
+            max(value) FILTER (WHERE metric = 'distinct_1') AS distinct_1,
+            max(value) FILTER (WHERE metric = 'distinct_2') AS distinct_2,
+            max(value) FILTER (WHERE metric = 'distinct_3') AS distinct_3,
+            max(value) FILTER (WHERE metric = 'validity_rate') AS validity_rate,
+            max(value) FILTER (WHERE metric = 'duplicate_rate') AS duplicate_rate,
+            max(value) FILTER (WHERE metric = 'contamination_rate') AS contamination_rate,
+            max(value) FILTER (WHERE metric = 'instruction_chars') AS instruction_chars,
+            max(value) FILTER (WHERE metric = 'response_chars') AS response_chars,
+            max(value) FILTER (WHERE metric = 'tokens_per_instance') AS tokens_per_instance,
+            max(value) FILTER (WHERE metric = 'cost_per_instance') AS cost_per_instance
+        FROM intrinsic_latest GROUP BY run_id;
+        CREATE VIEW leaderboard AS
+        SELECT p.method, p.domain,
+            rank() OVER (PARTITION BY p.method, p.domain ORDER BY p.pgr DESC) AS rank,
+            p.generator, p.run_id, p.pgr, p.ci_low, p.ci_high, p.n_items,
+            p.base_model, p.reference_model, r.n_valid, r.cost_usd,
+            p.pgr / nullif(r.cost_usd, 0) AS pgr_per_dollar,
+            i.* EXCLUDE (run_id)
+        FROM pgr p
+        LEFT JOIN runs r USING (run_id)
+        LEFT JOIN run_intrinsic i USING (run_id)
+        WHERE p.task = '*';
+        CREATE VIEW leaderboard_overall AS
+        WITH cells AS (SELECT * FROM pgr WHERE task = '*'),
+        reps AS (
+            SELECT generator, b, avg(v) AS v
+            FROM (SELECT generator, unnest(boot) AS v, unnest(range(len(boot))) AS b
+                  FROM cells)
+            GROUP BY generator, b
+        ),
+        ci AS (
+            SELECT generator, quantile_cont(v, 0.025) AS ci_low,
+                   quantile_cont(v, 0.975) AS ci_high
+            FROM reps GROUP BY generator
+        ),
+        agg AS (
+            SELECT c.generator, avg(c.pgr) AS pgr, count(*) AS n_cells,
+                sum(r.n_valid) AS n_valid, sum(r.cost_usd) AS cost_usd,
+                avg(i.quality) AS quality, avg(i.difficulty) AS difficulty,
+                avg(i.reward) AS reward, avg(i.perplexity) AS perplexity,
+                avg(i.instruction_diversity) AS instruction_diversity,
+                avg(i.response_diversity) AS response_diversity,
+                avg(i.validity_rate) AS validity_rate
+            FROM cells c
+            LEFT JOIN runs r USING (run_id)
+            LEFT JOIN run_intrinsic i USING (run_id)
+            GROUP BY c.generator
+        )
+        SELECT rank() OVER (ORDER BY agg.pgr DESC) AS rank, agg.generator, agg.pgr,
+            ci.ci_low, ci.ci_high, agg.n_cells, agg.n_valid, agg.cost_usd,
+            agg.pgr / nullif(agg.cost_usd, 0) AS pgr_per_dollar,
+            agg.* EXCLUDE (generator, pgr, n_cells, n_valid, cost_usd)
+        FROM agg LEFT JOIN ci USING (generator);
+        """,
+    ),
 ]

@@ -150,7 +150,9 @@ class Store:
                 [run_id],
             ))
             summary["rejections"] = _dicts(con.execute(
-                "SELECT reject_reason, count(*) AS n FROM instances "
+                # one line per kind of reason: "duplicate of seed #3" and "#7" count together
+                "SELECT regexp_replace(reject_reason, '\\s*#\\d+.*$', '') AS reject_reason, "
+                "count(*) AS n FROM instances "
                 "WHERE run_id = ? AND NOT valid GROUP BY 1 ORDER BY 2 DESC",
                 [run_id],
             ))

@@ -32,6 +32,7 @@ def _isolated_workspace(tmp_path: Path, model_cache: Path,
     monkeypatch.setenv("DATAGEN_WORKSPACE", str(ws))
     monkeypatch.setenv("DATAGEN_CACHE", str(model_cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("DATAGEN_EVAL_DIR", str(ASSETS))
     for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL"):
         monkeypatch.delenv(var, raising=False)
     return ws

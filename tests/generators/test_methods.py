@@ -1,0 +1,151 @@
+"""AgoraBench methods with scripted backends: accepted sets, rejections, feedback, seeds."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from datagen import api
+from datagen.errors import InputError
+from datagen.records import GeneratorSpec
+from generators.backends.fake import FakeBackend
+from tests.conftest import ASSETS
+
+GOOD_MATH = ("Instruction: A box holds 12 pens. Sam buys 7 boxes and gives away 15 pens. "
+             "How many pens does he keep?\nResponse: 7 boxes hold 7 * 12 = 84 pens.\n"
+             "He keeps 84 - 15 = 69 pens.\n#### 69")
+GOOD_CODE = ("Instruction: Write a function `double_all(xs: list[int]) -> list[int]` that "
+             "doubles every number.\nResponse: Use a list comprehension.\n```python\n"
+             "def double_all(xs):\n    return [2 * x for x in xs]\n```\nTests:\n"
+             "assert double_all([1, 2]) == [2, 4]\nassert double_all([]) == []")
+GOOD_GENERAL = ("Instruction: Describe a quiet library in exactly two sentences.\n"
+                "Response: Sunlight falls across long oak tables. The only sound is the soft "
+                "turning of pages.")
+
+
+def fake(responder, max_tokens: int = 400) -> tuple[GeneratorSpec, FakeBackend]:
+    spec = GeneratorSpec.parse("fake:scripted", sampling={"max_tokens": max_tokens},
+                               limits={"max_retries": 0})
+    return spec, FakeBackend(spec, responder=responder)
+
+
+def run(method, domain, responder, n=None, source=None, **args):
+    spec, backend = fake(responder, max_tokens=args.pop("max_tokens", 400))
+    res = api.generate(spec, source, n=n, method=method, domain=domain, method_args=args,
+                       backend=backend)
+    return res, backend
+
+
+@pytest.mark.parametrize(("domain", "good"), [("math", GOOD_MATH), ("code", GOOD_CODE),
+                                               ("general", GOOD_GENERAL)])
+def test_instance_generation_accepts_exactly_the_good_outputs(domain, good):
+    script = {0: good, 1: good.replace("Instruction:", "Problem statement"),  # malformed
+              2: good + " and more" * 500,                                   # truncated
+              3: "I cannot help with that."}                                 # malformed
+
+    def responder(request):
+        return script[request.sample % 4]
+
+    res, backend = run("instance-generation", domain, responder, n=8, max_tokens=300)
+    assert len(backend.history) == 8
+    kept = [x for x in res.instances if x.valid]
+    assert [x.index for x in kept] == [0]  # #4 repeats #0 and is dropped as a duplicate
+    assert res.instances[4].reject_reason == "exact duplicate of #0"
+    reasons = sorted({x.reject_reason for x in res.instances if not x.valid})
+    assert "truncated (finish_reason=length)" in reasons
+    assert "missing Instruction:/Response: sections" in reasons
+    summary = api.show_run(res.run_id)
+    assert summary["n_valid"] == len(kept)
+    assert sum(r["n"] for r in summary["rejections"]) == 8 - len(kept)
+
+
+def test_each_request_has_k_demonstrations_and_a_theme():
+    res, backend = run("instance-generation", "math", lambda r: GOOD_MATH, n=3, k=2)
+    for req in backend.history:
+        text = req.messages[0].content
+        assert text.count("\nInstruction: ") == 2 + 1  # two examples + the format line
+        assert re.search(r'theme "[^"]+"', text)
+    assert all(len(x.meta["demos"]) == 2 for x in res.instances)
+
+
+def test_accepted_outputs_feed_later_demonstrations_in_the_stated_share():
+    counter = iter(range(1000))
+
+    def responder(request):
+        i = next(counter)
+        return GOOD_GENERAL.replace("quiet library", f"quiet library number {i}")
+
+    res, _ = run("instance-generation", "general", responder, n=6, k=2, accepted_share=0.5,
+                 round_size=2)
+    first, later = res.instances[:2], res.instances[2:]
+    assert all(all(d.startswith("seed:") for d in x.meta["demos"]) for x in first)
+    for x in later:
+        sources = [d.split(":")[0] for d in x.meta["demos"]]
+        assert sources.count("accepted") == 1 and sources.count("seed") == 1
+
+
+def test_response_generation_validates_the_domain_format():
+    def responder(request):
+        if "#1" in request.messages[0].content:
+            return "no final answer here"
+        return "Add them: 2 + 3 = 5.\n#### 5"
+
+    seeds = ASSETS / "gsm8k" / "train.jsonl"  # test questions would be flagged as contaminated
+    res, _ = run("response-generation", "math", responder, n=5, source=str(seeds),
+                 columns={"instruction": "question"})
+    assert len(res.instances) == 5
+    assert all(x.valid for x in res.instances)
+    assert res.instances[0].meta["answer"] == "5"
+
+
+def test_code_response_generation_runs_seed_tests():
+    seeds = ASSETS / "mbpp" / "mbpp.jsonl"
+
+    def responder(request):
+        return "Wrong on purpose.\n```python\ndef f(*a):\n    return None\n```"
+
+    res, _ = run("response-generation", "code", responder, n=2, source=str(seeds),
+                 columns={"instruction": "text", "tests": "test_list"})
+    assert not any(x.valid for x in res.instances)
+    assert all(x.reject_reason.startswith("tests failed") for x in res.instances)
+
+
+def test_quality_enhancement_keeps_or_flags_the_answer():
+    def responder(request):
+        return ("Instruction: Improved problem statement with details.\n"
+                "Response: Step one.\nStep two.\n#### 999999")
+
+    res, _ = run("quality-enhancement", "math", responder, n=2)
+    assert all(x.valid for x in res.instances)
+    assert all(x.meta["answer_changed"] for x in res.instances)
+
+
+def test_seeds_need_the_columns_the_method_uses(tmp_path):
+    p = tmp_path / "s.jsonl"
+    p.write_text('{"question": "What is 2+2?"}\n' * 5)
+    with pytest.raises(InputError, match="needs responses"):
+        run("quality-enhancement", "math", lambda r: GOOD_MATH, source=str(p))
+    with pytest.raises(InputError, match="column 'nope'"):
+        run("response-generation", "math", lambda r: GOOD_MATH, source=str(p),
+            columns={"instruction": "nope"})
+
+
+@pytest.mark.parametrize("method", ["instance-generation", "response-generation",
+                                    "quality-enhancement"])
+@pytest.mark.parametrize("domain", ["math", "code", "general"])
+def test_every_method_and_domain_runs_offline_with_builtin_seeds(method, domain):
+    good = {"math": GOOD_MATH, "code": GOOD_CODE, "general": GOOD_GENERAL}[domain]
+
+    def responder(request):
+        seed = request.meta.get("seed")
+        if method == "response-generation":  # answer with the seed's own (correct) response
+            return seed["response"]
+        if method == "quality-enhancement":
+            return f"Instruction: {seed['instruction']}\nResponse: {seed['response']}"
+        return good
+
+    res, _ = run(method, domain, responder, n=3)
+    assert len(res.instances) == 3
+    assert res.instances[0].valid, res.instances[0].reject_reason
+    assert (res.run_dir / "data.parquet").exists()
