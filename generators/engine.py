@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from aiolimiter import AsyncLimiter
 
 from datagen.errors import BackendError
-from datagen.fingerprint import stable_hash
+from datagen.fingerprint import canonical, hash_canonical
 from datagen.records import (
     ErrorInfo,
     GeneratorSpec,
@@ -59,14 +59,43 @@ def request_key(spec: GeneratorSpec, request: GenRequest) -> str:
     Operational settings (concurrency, rate limits, timeouts, retries) and ``meta`` are not in
     the key: changing them never re-pays for an answer.
     """
-    payload: dict[str, Any] = spec.semantic()
-    payload["sampling"] = effective_sampling(spec, request).model_dump(exclude_none=True)
-    payload["messages"] = [(m.role, m.content) for m in request.messages]
-    if request.response_schema is not None:
-        payload["schema"] = request.response_schema
-    if request.sample:
-        payload["sample"] = request.sample
-    return stable_hash(payload, KEY_LENGTH)
+    return _Keys(spec)(request)
+
+
+class _Keys:
+    """:func:`request_key` for many requests of one spec: the spec's part is canonicalised once.
+
+    Gives exactly the bytes (and so the keys) of hashing, per request, the payload
+    ``{**spec.semantic(), "sampling": effective sampling, "messages": [(role, content), ...],
+    "schema": ..., "sample": ...}`` with :func:`datagen.fingerprint.stable_hash`
+    (the original definition, kept byte-identical: tests pin known keys).
+    """
+
+    def __init__(self, spec: GeneratorSpec) -> None:
+        self._base: dict[str, Any] = canonical(spec.semantic())
+        self._spec_sampling = spec.sampling
+        self._default_sampling = canonical(spec.sampling.model_dump(exclude_none=True))
+
+    def __call__(self, request: GenRequest) -> str:
+        payload = self._base.copy()
+        sampling = request.sampling
+        if sampling is None or sampling is self._spec_sampling:
+            payload["sampling"] = self._default_sampling
+        else:
+            payload["sampling"] = canonical(sampling.model_dump(exclude_none=True))
+        messages = []
+        for m in request.messages:
+            role, content = m.role, m.content
+            if type(role) is str and type(content) is str:
+                messages.append([role, content])
+            else:
+                messages.append(canonical((role, content)))
+        payload["messages"] = messages
+        if request.response_schema is not None:
+            payload["schema"] = canonical(request.response_schema)
+        if request.sample:
+            payload["sample"] = canonical(request.sample)
+        return hash_canonical(payload, KEY_LENGTH)
 
 
 @dataclass
@@ -135,7 +164,8 @@ class Engine:
 
     # -- the run ---------------------------------------------------------------------------
     async def generate(self, requests: Sequence[GenRequest]) -> list[GenResponse]:
-        keys = [request_key(self.spec, r) for r in requests]
+        key_of = _Keys(self.spec)
+        keys = [key_of(r) for r in requests]
         self.stats = stats = EngineStats(total=len(requests))
         answers: dict[str, GenResponse] = {}
         if self.log_path is not None:
@@ -185,12 +215,11 @@ class Engine:
         backend = self.backend
         if backend.batched:
             size = self.spec.limits.batch_size or backend.default_batch_size
-            units = [todo[i : i + size] for i in range(0, len(todo), size)]
+            units = iter([todo[i : i + size] for i in range(0, len(todo), size)])
             workers = 1
         else:
-            units = [[t] for t in todo]
-            workers = min(self.spec.limits.concurrency, len(units))
-        it = iter(units)
+            singles = iter(todo)
+            workers = min(self.spec.limits.concurrency, len(todo))
 
         def record(key: str, index: int, reply: Reply | None, err: ErrorInfo | None,
                    latency: float, attempts: int) -> None:
@@ -224,8 +253,8 @@ class Engine:
                 response_log.write(resp)
             bar.advance(stats)
 
-        async def worker() -> None:
-            for unit in it:
+        async def batch_worker() -> None:
+            for unit in units:
                 batch = [requests[i] for _, i in unit]
                 t0 = time.perf_counter()
                 replies, err, attempts = await self._call(batch)
@@ -235,17 +264,30 @@ class Engine:
                 for j, (key, index) in enumerate(unit):
                     record(key, index, replies[j] if replies else None, err, latency, attempts)
 
+        async def worker() -> None:  # one request per call: the hot path of API backends
+            clock = _AttemptClock(self.spec.limits.timeout_s)
+            try:
+                for key, index in singles:
+                    t0 = time.perf_counter()
+                    replies, err, attempts = await self._call([requests[index]], clock)
+                    latency = time.perf_counter() - t0
+                    if err is not None and err.kind == "fatal":
+                        raise _Fatal(err)
+                    record(key, index, replies[0] if replies else None, err, latency, attempts)
+            finally:
+                clock.close()
+
         try:
             with bar:
                 async with asyncio.TaskGroup() as tg:
                     for _ in range(workers):
-                        tg.create_task(worker())
+                        tg.create_task(batch_worker() if backend.batched else worker())
         except* _Fatal as eg:
             info = eg.exceptions[0].info  # type: ignore[attr-defined]
             raise BackendError(info.message) from None
 
     async def _call(
-        self, batch: list[GenRequest]
+        self, batch: list[GenRequest], clock: _AttemptClock | None = None
     ) -> tuple[list[Reply] | None, ErrorInfo | None, int]:
         """Send one unit with retries: (replies, None, attempts) or (None, error, attempts).
 
@@ -261,7 +303,7 @@ class Engine:
         while True:
             attempts += 1
             try:
-                return await self._attempt(batch, sampling), None, attempts
+                return await self._attempt(batch, sampling, clock), None, attempts
             except Exception as exc:  # noqa: BLE001 - classified, recorded, never swallowed
                 info = self.backend.classify(exc)
                 if info.kind not in _RETRYABLE or attempts >= max_attempts:
@@ -271,7 +313,10 @@ class Engine:
                 await asyncio.sleep(self._backoff(exc, attempts))
 
     async def _attempt(
-        self, batch: list[GenRequest], sampling: list[SamplingParams]
+        self,
+        batch: list[GenRequest],
+        sampling: list[SamplingParams],
+        clock: _AttemptClock | None = None,
     ) -> list[Reply]:
         backend = self.backend
         if self._rpm is not None:
@@ -286,8 +331,18 @@ class Engine:
                     f"{backend.name} returned {len(replies)} replies for {len(batch)} prompts"
                 )
             return replies
-        async with asyncio.timeout(self.spec.limits.timeout_s):
+        if clock is None:
+            async with asyncio.timeout(self.spec.limits.timeout_s):
+                return [await backend.complete(batch[0], sampling[0])]
+        clock.start()
+        try:
             return [await backend.complete(batch[0], sampling[0])]
+        except asyncio.CancelledError:
+            if clock.expired():
+                raise TimeoutError from None
+            raise
+        finally:
+            clock.stop()
 
     def _backoff(self, exc: BaseException, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -301,6 +356,74 @@ class Engine:
         except OverflowError:
             delay = lim.backoff_max_s
         return max(0.0, min(delay, lim.backoff_max_s))
+
+
+class _AttemptClock:
+    """The per-attempt timeout of one worker task, with one lazily re-armed timer.
+
+    ``asyncio.timeout`` schedules and cancels a timer handle per request: a heap push and a
+    heap pop of Python-compared handles, about a fifth of the engine's own CPU per request.
+    Here an attempt only notes its deadline; the worker's single timer, when it fires, either
+    cancels the attempt that is still running past its deadline or moves on to the deadline
+    of the attempt now running. Semantics are asyncio.timeout's: the attempt is cancelled
+    exactly ``timeout_s`` after it started and the caller sees ``TimeoutError``, while a
+    cancellation from anywhere else propagates unchanged.
+    """
+
+    __slots__ = ("_armed_for", "_cancelling", "_deadline", "_expired", "_handle", "_loop",
+                 "_task", "_timeout")
+
+    def __init__(self, timeout: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None, "an attempt clock belongs to a task"
+        self._task = task
+        self._loop = asyncio.get_running_loop()
+        self._timeout = timeout
+        self._deadline: float | None = None  # of the attempt in flight, if any
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed_for = 0.0
+        self._expired = False
+        self._cancelling = 0
+
+    def start(self) -> None:
+        loop = self._loop
+        self._deadline = deadline = loop.time() + self._timeout
+        self._cancelling = self._task.cancelling()
+        if self._handle is None:
+            self._arm(deadline)
+
+    def _arm(self, when: float) -> None:
+        self._armed_for = when
+        self._handle = self._loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        deadline = self._deadline
+        if deadline is None:
+            return  # between attempts: the next one arms the timer again
+        if deadline <= self._armed_for:
+            self._expired = True
+            self._task.cancel()
+        else:
+            self._arm(deadline)  # an earlier attempt finished in time; follow the current one
+
+    def expired(self) -> bool:
+        """On CancelledError: whether it was this clock's doing (and no one else's)."""
+        if not self._expired:
+            return False
+        self._expired = False
+        return self._task.uncancel() <= self._cancelling
+
+    def stop(self) -> None:
+        self._deadline = None
+        if self._expired:  # expired, but the attempt ended some other way: undo our cancel
+            self._expired = False
+            self._task.uncancel()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 def _estimate_tokens(request: GenRequest, sampling: SamplingParams) -> int:
