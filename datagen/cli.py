@@ -18,7 +18,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from datagen.cli_eval import eval_command
-from datagen.cli_students import students_app, train_command
 from datagen.errors import DatagenError
 from datagen.secrets import install_log_filter, redact
 
@@ -29,8 +28,6 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("eval")(eval_command)
-app.command("train")(train_command)
-app.add_typer(students_app, name="students")
 runs_app = typer.Typer(help="List runs, or show one with counts, tokens, cost and failures.")
 app.add_typer(runs_app, name="runs")
 
