@@ -68,7 +68,14 @@ def resolve_model_path(model: str) -> str:
         if not (target / "config.json").is_file():
             log.info("hf:smollm2: converting the embedded model once into %s (about 30 s)",
                      target)
-            _convert_smollm2(target)
+            quiet = not log.isEnabledFor(logging.DEBUG) and "TQDM_DISABLE" not in os.environ
+            if quiet:  # the GGUF reader's tqdm bar ignores transformers' progress-bar switch
+                os.environ["TQDM_DISABLE"] = "1"
+            try:
+                _convert_smollm2(target)
+            finally:
+                if quiet:
+                    os.environ.pop("TQDM_DISABLE", None)
     return str(target)
 
 
