@@ -159,7 +159,8 @@ async def agenerate(
         raise ConfigError(f"method {m.name} takes no --domain")
     ws = Workspace.resolve(workspace).ensure()
     store = Store(ws.db_path)
-    uri = source or (f"builtin:{domain}" if m.uses_domain else DEFAULT_SOURCE)
+    uri = source or m.default_source or (f"builtin:{domain}" if m.uses_domain
+                                         else DEFAULT_SOURCE)
     rows, src = load_rows(uri, limit=n if m.n_means == "rows" else None)
 
     args: dict[str, Any] = {"generator": spec.semantic(), "method_args": m.non_default_args(),

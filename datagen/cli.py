@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from datagen.cli_eval import eval_command
+from datagen.cli_pairs import pairs_app
 from datagen.errors import DatagenError
 from datagen.secrets import install_log_filter, redact
 
@@ -30,6 +31,7 @@ app = typer.Typer(
 app.command("eval")(eval_command)
 runs_app = typer.Typer(help="List runs, or show one with counts, tokens, cost and failures.")
 app.add_typer(runs_app, name="runs")
+app.add_typer(pairs_app, name="pairs")
 
 out = Console()
 err = Console(stderr=True)

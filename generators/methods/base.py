@@ -80,6 +80,8 @@ class Method(ABC):
     uses_domain: ClassVar[bool] = False
     #: whether outputs are new instructions (dedup against seeds makes sense)
     new_instructions: ClassVar[bool] = False
+    #: seed set used when the user names none (e.g. ``builtin:alfa``); None: the api's default
+    default_source: ClassVar[str | None] = None
 
     def __init__(self, **args: Any) -> None:
         try:
@@ -112,4 +114,6 @@ METHODS: Registry[type[Method]] = Registry("method", "datagen.methods", builtins
     "instance-generation": "generators.methods.agora:InstanceGeneration",
     "response-generation": "generators.methods.agora:ResponseGeneration",
     "quality-enhancement": "generators.methods.agora:QualityEnhancement",
+    "attribute-variants": "generators.methods.alfa:AttributeVariants",
+    "multi-attribute-edit": "generators.methods.macs:MultiAttributeEdit",
 })

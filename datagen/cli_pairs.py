@@ -1,0 +1,84 @@
+"""``datagen pairs``: count a run's preference pairs and export them for DPO training.
+
+Kept apart from :mod:`datagen.cli` so the main CLI file stays small; it imports only typer and
+rich at module level (the export code loads on use), so ``datagen --help`` stays fast. The
+workspace comes from the root command's ``--workspace`` option through the click context,
+so this module never imports the CLI module that mounts it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+pairs_app = typer.Typer(
+    help="Preference pairs of a run: counts per attribute, export for TRL's DPOTrainer.",
+    no_args_is_help=True,
+)
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _workspace(ctx: typer.Context) -> Path | None:
+    ws: Any = ctx.find_root().params.get("workspace")
+    return Path(ws) if ws else None
+
+
+@pairs_app.command("export")
+def pairs_export(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="Run id or a unique prefix.")],
+    output: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Output file (a folder for --format hf).")] = None,
+    fmt: Annotated[str, typer.Option(
+        "--format", "-f", help="trl (DPOTrainer JSONL), jsonl, parquet or hf.")] = "trl",
+    attribute: Annotated[str | None, typer.Option(
+        help="Only pairs about this attribute.")] = None,
+    min_margin: Annotated[float | None, typer.Option(
+        help="Only pairs with at least this margin.")] = None,
+    push_to_hub: Annotated[str | None, typer.Option(
+        help="Also push to the HF Hub as ORG/NAME.")] = None,
+) -> None:
+    """Export a run's pairs (prompt/chosen/rejected chat messages) for preference training."""
+    from datagen.pairs import export_pairs, load_pairs
+
+    where = export_pairs(run_id, output, fmt, attribute=attribute, min_margin=min_margin,
+                         workspace=_workspace(ctx), push_to_hub=push_to_hub)
+    n = len(load_pairs(run_id, attribute=attribute, min_margin=min_margin,
+                       workspace=_workspace(ctx)))
+    if output is not None:
+        err.print(f"wrote {n} pairs to {output}", markup=False, highlight=False)
+    if push_to_hub is not None:
+        err.print(f"pushed {n} pairs to {where if output is None else push_to_hub}",
+                  markup=False, highlight=False)
+
+
+@pairs_app.command("list")
+def pairs_list(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="Run id or a unique prefix.")],
+) -> None:
+    """Pairs per attribute, with their margins."""
+    from datagen.pairs import pair_counts
+
+    rows = pair_counts(run_id, _workspace(ctx))
+    if not rows:
+        err.print("this run has no preference pairs")
+        return
+    t = Table()
+    t.add_column("attribute")
+    for name in ("pairs", "min margin", "mean margin", "max margin"):
+        t.add_column(name, justify="right")
+    for r in rows:
+        t.add_row(str(r["attribute"]), str(r["n"]), _f(r["min_margin"]), _f(r["mean_margin"]),
+                  _f(r["max_margin"]))
+    out.print(t)
+
+
+def _f(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"

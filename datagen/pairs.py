@@ -1,0 +1,152 @@
+"""Export a run's preference pairs in the forms trainers read, and count them.
+
+::
+
+    from datagen.pairs import export_pairs
+    export_pairs("3f2a", "pairs.jsonl")                        # TRL DPOTrainer, conversational
+    export_pairs("3f2a", "clarity.parquet", fmt="parquet", attribute="clarity", min_margin=1)
+    export_pairs("3f2a", None, push_to_hub="org/name")         # datasets.Dataset.push_to_hub
+
+Formats:
+
+- ``trl``: JSONL with exactly ``prompt``/``chosen``/``rejected``, each a list of chat messages.
+  ``datasets.load_dataset("json", ...)`` of it goes straight into ``DPOTrainer`` (no column
+  surprises: provenance stays in the other formats).
+- ``jsonl``: the same plus ``pair_id``, ``attribute``, ``margin``, ``weight`` and the
+  ``evidence``/``meta`` objects (judge verdicts, rewards), for analysis.
+- ``parquet`` and ``hf`` (``Dataset.save_to_disk``): the ``jsonl`` columns, with ``evidence`` and
+  ``meta`` as JSON strings, because their shape differs between methods and rows and a columnar
+  schema would otherwise fail or fill with nulls.
+
+``push_to_hub`` pushes the ``hf`` form (the token comes from the usual ``HF_TOKEN`` / login).
+Filters: ``attribute`` (exact name, as ``datagen pairs list`` shows) and ``min_margin`` (pairs
+without a margin are dropped when it is set).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from datagen.errors import BackendError, ConfigError, InputError, NotFoundError
+from datagen.records import Pair
+from datagen.workspace import Workspace
+from metrics.store import Store
+
+PAIR_FORMATS = ("trl", "jsonl", "parquet", "hf")
+
+
+def _store(workspace: str | Path | None) -> Store:
+    ws = Workspace.resolve(workspace)
+    if not ws.db_path.exists():
+        raise InputError(
+            f"no datagen workspace at {ws.root}: run `datagen generate` first or pass --workspace"
+        )
+    return Store(ws.db_path)
+
+
+def load_pairs(run_id: str, *, attribute: str | None = None, min_margin: float | None = None,
+               workspace: str | Path | None = None) -> list[Pair]:
+    """A run's pairs (by id or unique prefix), filtered; an error when none are left."""
+    store = _store(workspace)
+    rid = store.resolve_run(run_id)
+    pairs = store.read_pairs(rid)
+    if not pairs:
+        raise NotFoundError(f"run {rid} has no preference pairs: pairs come from methods such "
+                            "as attribute-variants and multi-attribute-edit")
+    kept = [p for p in pairs
+            if (attribute is None or p.attribute == attribute)
+            and (min_margin is None or (p.margin is not None and p.margin >= min_margin))]
+    if not kept:
+        attrs = ", ".join(sorted({str(p.attribute) for p in pairs}))
+        raise InputError(f"no pairs left after the filters (attribute={attribute}, "
+                         f"min_margin={min_margin}); the run has {len(pairs)} pairs with "
+                         f"attributes: {attrs}")
+    return kept
+
+
+def pair_counts(run_id: str, workspace: str | Path | None = None) -> list[dict[str, Any]]:
+    """Per attribute: number of pairs and their margins (min, mean, max)."""
+    store = _store(workspace)
+    rid = store.resolve_run(run_id)
+    with store.connect() as con:
+        cur = con.execute(
+            "SELECT attribute, count(*) AS n, min(margin) AS min_margin, "
+            "avg(margin) AS mean_margin, max(margin) AS max_margin FROM pairs "
+            "WHERE run_id = ? GROUP BY attribute ORDER BY attribute", [rid])
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def trl_rows(pairs: list[Pair]) -> list[dict[str, Any]]:
+    """Conversational prompt/chosen/rejected, as TRL's DPOTrainer reads them."""
+    return [{"prompt": [m.model_dump() for m in p.prompt],
+             "chosen": [m.model_dump() for m in p.chosen],
+             "rejected": [m.model_dump() for m in p.rejected]} for p in pairs]
+
+
+def full_rows(pairs: list[Pair], json_strings: bool = False) -> list[dict[str, Any]]:
+    """TRL columns plus provenance; ``json_strings`` encodes evidence/meta for columnar files."""
+    def enc(v: dict[str, Any]) -> Any:
+        return orjson.dumps(v).decode() if json_strings else v
+
+    return [{**row, "pair_id": p.pair_id, "attribute": p.attribute, "margin": p.margin,
+             "weight": p.weight, "evidence": enc(p.evidence), "meta": enc(p.meta)}
+            for row, p in zip(trl_rows(pairs), pairs)]
+
+
+def _dataset(pairs: list[Pair]) -> Any:
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - a core dependency
+        from datagen.errors import MissingDependencyError
+
+        raise MissingDependencyError("hf export", "datasets") from None
+    return datasets.Dataset.from_list(full_rows(pairs, json_strings=True))
+
+
+def export_pairs(
+    run_id: str,
+    out: str | Path | None,
+    fmt: str = "trl",
+    *,
+    attribute: str | None = None,
+    min_margin: float | None = None,
+    workspace: str | Path | None = None,
+    push_to_hub: str | None = None,
+) -> Path | str:
+    """Write (and/or push) a run's pairs; returns the path written, else the Hub repo."""
+    if fmt not in PAIR_FORMATS:
+        raise ConfigError(f"unknown pairs format {fmt!r}: use one of {', '.join(PAIR_FORMATS)}")
+    if out is None and push_to_hub is None:
+        raise ConfigError("give --out PATH, --push-to-hub ORG/NAME, or both")
+    pairs = load_pairs(run_id, attribute=attribute, min_margin=min_margin, workspace=workspace)
+    path = Path(out) if out is not None else None
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if fmt in ("trl", "jsonl"):
+            rows = trl_rows(pairs) if fmt == "trl" else full_rows(pairs)
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "wb") as f:
+                for r in rows:
+                    f.write(orjson.dumps(r) + b"\n")
+            tmp.replace(path)
+        elif fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(full_rows(pairs, json_strings=True)), path)
+        else:
+            _dataset(pairs).save_to_disk(str(path))
+    if push_to_hub is not None:
+        try:
+            _dataset(pairs).push_to_hub(push_to_hub)
+        except Exception as e:  # network, auth, repo name: one line with the cause
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BackendError(f"push to the Hub ({push_to_hub}) failed: {first}") from None
+    if path is not None:
+        return path
+    assert push_to_hub is not None  # checked above
+    return push_to_hub
