@@ -19,6 +19,7 @@ from rich.table import Table
 
 from datagen.cli_eval import eval_command
 from datagen.cli_pairs import pairs_app
+from datagen.cli_students import students_app, train_command
 from datagen.errors import DatagenError
 from datagen.secrets import install_log_filter, redact
 
@@ -29,6 +30,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("eval")(eval_command)
+app.command("train")(train_command)
+app.add_typer(students_app, name="students")
 runs_app = typer.Typer(help="List runs, or show one with counts, tokens, cost and failures.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(pairs_app, name="pairs")
@@ -76,7 +79,8 @@ def generate(
         "--column", "-c", help="Prompt column (default: prompt/instruction/question/...).")] = None,
     n: Annotated[int | None, typer.Option("-n", help="Use the first N rows.")] = None,
     method: Annotated[str, typer.Option("--method", "-m", help="prompt, instance-generation, "
-        "response-generation, quality-enhancement, ...")] = "prompt",
+        "response-generation, quality-enhancement, attribute-variants, multi-attribute-edit")
+    ] = "prompt",
     domain: Annotated[str | None, typer.Option(
         "--domain", "-d", help="math, code or general (AgoraBench methods).")] = None,
     columns: Annotated[str | None, typer.Option(
@@ -139,6 +143,9 @@ def generate(
         f"{s.prompt_tokens + s.completion_tokens} new tokens, ${s.cost_usd:.4f}"
     )
     err.print(f"data: {result.data_path}")
+    if result.pairs:
+        err.print(f"pairs: {len(result.pairs)} preference pairs in {result.run_dir / 'pairs.jsonl'}"
+                  f" (export with `datagen pairs export {result.run_id[:8]} -o pairs.jsonl`)")
     for x in result.valid[:2]:
         answer = x.messages[-1].content.replace("\n", " ")
         err.print(f"  [dim]{escape(x.messages[0].content[:60])}[/] -> {escape(answer[:100])}")

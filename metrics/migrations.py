@@ -231,10 +231,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         WHERE p.task = '*';
         CREATE VIEW leaderboard_overall AS
         WITH cells AS (SELECT * FROM pgr WHERE task = '*'),
+        sized AS (  -- replicate b of every cell, up to the generator's shortest vector
+            SELECT generator, list_slice(boot, 1, min(len(boot)) OVER (PARTITION BY generator))
+                   AS boot
+            FROM cells
+        ),
         reps AS (
             SELECT generator, b, avg(v) AS v
             FROM (SELECT generator, unnest(boot) AS v, unnest(range(len(boot))) AS b
-                  FROM cells)
+                  FROM sized)
             GROUP BY generator, b
         ),
         ci AS (
