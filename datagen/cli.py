@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from datagen.cli_eval import eval_command
+from datagen.cli_metrics import metrics_command, pgr_command, rank_command, report_command
 from datagen.cli_pairs import pairs_app
 from datagen.cli_students import students_app, train_command
 from datagen.errors import DatagenError
@@ -264,6 +265,12 @@ def export(
     path = api.export_run(run_id, output, fmt, include_rejected=include_rejected,
                           workspace=state.workspace)
     err.print(f"wrote {path}")
+
+
+app.command("metrics")(metrics_command)
+app.command("pgr")(pgr_command)
+app.command("rank")(rank_command)
+app.command("report")(report_command)
 
 
 def _s(v: Any) -> str:

@@ -1,0 +1,165 @@
+"""The benchmarking commands: ``datagen metrics``, ``datagen pgr``, ``datagen rank``,
+``datagen report``. Thin layers over :mod:`metrics.api`; wired into the app in
+:mod:`datagen.cli`. Imports stay light: the metrics modules load when a command runs.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _state() -> Any:
+    from datagen.cli import state
+
+    return state
+
+
+def _f(v: Any, fmt: str = ".2f") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return format(v, fmt)
+
+
+def metrics_command(
+    run_id: Annotated[str, typer.Argument(help="Run id or a unique prefix.")],
+    stats: Annotated[bool, typer.Option(
+        "--stats/--no-stats", help="Validity, duplicate and contamination rates, lengths, "
+        "tokens and cost per instance.")] = True,
+    diversity: Annotated[bool, typer.Option(
+        "--diversity", help="Embedding diversity (instructions, responses) and distinct-n.")
+    ] = False,
+    judge: Annotated[str | None, typer.Option(
+        "--judge", help="Judge spec (provider:model or a YAML file): instruction difficulty and "
+        "response quality, 1-5.")] = None,
+    judge_items: Annotated[int | None, typer.Option(
+        help="Judge a seeded sample of at most this many rows.")] = None,
+    reward: Annotated[str | None, typer.Option(
+        "--reward", help="Reward model (folder or hub id) for a reward score per row.")] = None,
+    perplexity: Annotated[str | None, typer.Option(
+        "--perplexity", help="Scoring LM for response perplexity, e.g. smollm2 (a student's "
+        "base model).")] = None,
+    force: Annotated[bool, typer.Option(help="Recompute even if stored.")] = False,
+) -> None:
+    """Compute intrinsic metrics of a run's data and store them (stored ones are reused)."""
+    from datagen.api import load_generator
+    from metrics import api
+
+    st = _state()
+    families = (["stats"] if stats else []) + (["diversity"] if diversity else [])
+    configs: dict[str, dict[str, Any]] = {}
+    if judge:
+        families.append("judge")
+        configs["judge"] = {"judge": load_generator(judge), "max_items": judge_items}
+    if reward:
+        families.append("reward")
+        configs["reward"] = {"model": reward}
+    if perplexity:
+        families.append("perplexity")
+        configs["perplexity"] = {"model": perplexity}
+    if not families:
+        err.print("nothing to compute: add --diversity, --judge, --reward or --perplexity")
+        raise typer.Exit(2)
+    results = api.compute_metrics(run_id, families, configs=configs, force=force,
+                                  progress=False if st.quiet else None, workspace=st.workspace)
+    t = Table(box=None)
+    for col in ("family", "metric", "value", "n", ""):
+        t.add_column(col, justify="right" if col in ("value", "n") else "left")
+    for r in results:
+        for name, (value, n) in r.values.items():
+            t.add_row(r.metric, name, _f(value, ".4g"), str(n),
+                      "computed" if r.computed else "stored")
+        missing = r.details.get("missing")
+        if missing:
+            t.add_row("", "[dim]missing[/]", "", str(sum(missing.values())),
+                      ", ".join(f"{k}: {v}" for k, v in missing.items()))
+    out.print(t)
+
+
+def pgr_command(
+    run_id: Annotated[str, typer.Argument(help="The run whose students are scored.")],
+    base: Annotated[list[str], typer.Option(
+        "--base", "-b", help="Base student: eval id(s) or model name (repeatable).")],
+    reference: Annotated[list[str], typer.Option(
+        "--reference", "-r", help="Reference student: eval id(s) or model name.")],
+    student: Annotated[list[str] | None, typer.Option(
+        "--student", "-s", help="Eval id of the run's student, one per task (default: every "
+        "evaluation of a student trained on the run).")] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+) -> None:
+    """PGR of a run's student per task and for its domain, with 95% bootstrap CIs."""
+    from metrics import api
+
+    res = api.compute_pgr(run_id, base=base, reference=reference, students=student,
+                          n_boot=n_boot, seed=seed, workspace=_state().workspace)
+    t = Table(title=f"PGR of {res.generator} ({res.method}, {res.domain})", box=None)
+    for col in ("task", "student", "base", "reference", "PGR", "95% CI", "items"):
+        t.add_column(col, justify="left" if col == "task" else "right")
+    for x in res.tasks:
+        t.add_row(x.task, _f(x.student_score, ".3f"), _f(x.base_score, ".3f"),
+                  _f(x.reference_score, ".3f"), _f(x.pgr, ".1f"),
+                  f"[{_f(x.ci_low, '.1f')}, {_f(x.ci_high, '.1f')}]", str(x.n_items))
+    t.add_row("[bold]domain mean[/]", "", "", "", f"[bold]{_f(res.pgr, '.1f')}[/]",
+              f"[{_f(res.ci_low, '.1f')}, {_f(res.ci_high, '.1f')}]", str(res.n_items))
+    out.print(t)
+
+
+def rank_command(
+    by: Annotated[str, typer.Option(
+        "--by", help="cell (per method x domain) or overall (per generator).")] = "cell",
+    method: Annotated[str | None, typer.Option("--method", "-m")] = None,
+    domain: Annotated[str | None, typer.Option("--domain", "-d")] = None,
+) -> None:
+    """Rank generators by PGR, with CIs, intrinsic metrics, cost and PGR per dollar."""
+    from rich import box
+
+    from metrics import api
+
+    rows = api.leaderboard(by, method, domain, workspace=_state().workspace)
+    if not rows:
+        err.print("no PGR computed yet: see `datagen pgr`")
+        return
+    t = Table(box=box.SIMPLE_HEAD)
+    cols = ["#", "generator"] + (["method", "domain"] if by == "cell" else ["cells"])
+    cols += ["PGR", "95% CI", "", "quality", "difficulty", "diversity", "valid", "cost $",
+             "PGR/$"]
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("generator", "method", "domain", "") else
+                     "right", no_wrap=c != "generator")
+    ties = False
+    for r in rows:
+        sep = "" if r["separable"] is not False else "≈"
+        ties = ties or bool(sep)
+        head = [str(r["rank"]), r["generator"]]
+        head += [r["method"] or "-", r["domain"] or "-"] if by == "cell" else [str(r["n_cells"])]
+        t.add_row(*head, _f(r["pgr"], ".1f"),
+                  f"[{_f(r['ci_low'], '.1f')}, {_f(r['ci_high'], '.1f')}]", sep,
+                  _f(r.get("quality")), _f(r.get("difficulty")),
+                  _f(r.get("response_diversity"), ".3f"), _f(r.get("validity_rate")),
+                  _f(r.get("cost_usd"), ".4f"), _f(r.get("pgr_per_dollar"), ".1f"))
+    out.print(t)
+    if ties:
+        err.print("≈ not separable from the row above: the 95% CI of their PGR difference "
+                  "contains 0")
+
+
+def report_command(
+    output: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
+        "datagen-report.html"),
+    title: Annotated[str, typer.Option(help="Report title.")] = "datagen benchmark report",
+) -> None:
+    """Write a self-contained HTML report (works offline): PGR with CIs, intrinsic metrics,
+    cost vs PGR, and what predicts PGR."""
+    from metrics import api
+
+    path = api.write_report(output, title, workspace=_state().workspace)
+    err.print(f"wrote {path}")

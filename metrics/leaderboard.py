@@ -1,0 +1,100 @@
+"""Ranking generators: per method x domain cell and overall, from the ``leaderboard`` views.
+
+The views (migration 6) join three small tables, ``pgr`` (one row per run and task), ``runs``
+(token and cost totals written at run end) and ``intrinsic`` (metrics computed per run), so a
+leaderboard never scans the instances: its cost does not grow with the size of the data. The
+overall view averages each generator's domain PGRs over the cells it was benchmarked in and takes
+its CI from the mean of the cells' stored bootstrap replicates.
+
+Separability is decided here, in Python, from the same replicates: a row is marked as not
+separable from the row ranked just above it when the 95% CI of their PGR difference contains 0.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from metrics.pgr import DOMAIN_TASK, difference_ci
+from metrics.store import Store
+
+# Intrinsic columns shown beside PGR, in the order a reader scans them.
+INTRINSIC_COLUMNS = ("quality", "difficulty", "reward", "perplexity", "instruction_diversity",
+                     "response_diversity", "distinct_2", "validity_rate", "duplicate_rate",
+                     "contamination_rate", "response_chars", "tokens_per_instance",
+                     "cost_per_instance")
+
+
+def _dicts(cur: Any) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def cells(store: Store, method: str | None = None, domain: str | None = None
+          ) -> list[dict[str, Any]]:
+    """Rows of the ``leaderboard`` view (one per run), ranked within method x domain, each with
+    ``separable`` (from the row ranked above it in its cell; None for a cell's first row)."""
+    where, params = [], []
+    if method:
+        where.append("method = ?")
+        params.append(method)
+    if domain:
+        where.append("domain = ?")
+        params.append(domain)
+    sql = "SELECT * FROM leaderboard"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY method, domain, rank, generator"
+    with store.connect() as con:
+        rows = _dicts(con.execute(sql, params))
+        boots = dict(con.execute(
+            "SELECT run_id, boot FROM pgr WHERE task = ? AND run_id IN (SELECT run_id FROM "
+            "leaderboard)", [DOMAIN_TASK]).fetchall()) if rows else {}
+    prev: dict[str, Any] | None = None
+    for r in rows:
+        same_cell = prev is not None and (prev["method"], prev["domain"]) == (r["method"],
+                                                                            r["domain"])
+        r["separable"] = (_separable(boots[prev["run_id"]], boots[r["run_id"]])
+                          if same_cell and prev is not None else None)
+        prev = r
+    return rows
+
+
+def overall(store: Store) -> list[dict[str, Any]]:
+    """Rows of the ``leaderboard_overall`` view (one per generator), ranked by mean PGR, each
+    with ``separable`` from the generator ranked above it."""
+    import numpy as np
+
+    with store.connect() as con:
+        rows = _dicts(con.execute("SELECT * FROM leaderboard_overall ORDER BY rank, generator"))
+        cell_boots = con.execute("SELECT generator, boot FROM pgr WHERE task = ?",
+                                 [DOMAIN_TASK]).fetchall()
+    by_gen: dict[str, list[Any]] = defaultdict(list)
+    for gen, boot in cell_boots:
+        by_gen[gen].append(np.array([np.nan if x is None else x for x in boot], dtype=float))
+    reps = {}
+    for g, vs in by_gen.items():  # as the view: replicate b of every cell, shortest length
+        n = min(len(v) for v in vs)
+        reps[g] = np.nanmean(np.vstack([v[:n] for v in vs]), axis=0) if len(vs) > 1 else vs[0]
+    for i, r in enumerate(rows):
+        r["separable"] = (_separable(reps[rows[i - 1]["generator"]], reps[r["generator"]])
+                          if i else None)
+    return rows
+
+
+def _separable(a: Any, b: Any) -> bool:
+    fa = [float("nan") if x is None else x for x in a]
+    fb = [float("nan") if x is None else x for x in b]
+    return difference_ci(fa, fb)[2]
+
+
+def leaderboard(store: Store, by: str = "cell", method: str | None = None,
+                domain: str | None = None) -> list[dict[str, Any]]:
+    """``by="cell"``: per method x domain; ``by="overall"``: per generator."""
+    if by == "overall":
+        return overall(store)
+    if by == "cell":
+        return cells(store, method, domain)
+    from datagen.errors import ConfigError
+
+    raise ConfigError(f"unknown leaderboard grouping {by!r}: use cell or overall")
