@@ -274,7 +274,7 @@ def _curate(m: Any, instances: list[Instance], rows: list[dict[str, Any]],
     Eval sets that cannot be loaded (offline, no ``$DATAGEN_EVAL_DIR``) skip decontamination
     with a warning recorded in the run, rather than failing a finished generation.
     """
-    from generators.curation import EvalIndex, curate_instances
+    from generators.curation import curate_instances
 
     cfg = cfg.model_copy(update={"dedup": cfg.dedup and m.new_instructions})
     index = None

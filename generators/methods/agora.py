@@ -71,7 +71,7 @@ def seed_rows(rows: list[dict[str, Any]], columns: dict[str, str] | None, source
                          f"response=NAME (columns: {', '.join(cols)})")
     out = []
     for i, row in enumerate(rows):
-        seed = {"id": str(row.get("id", row.get("task_id", i))),
+        seed: dict[str, Any] = {"id": str(row.get("id", row.get("task_id", i))),
                 "instruction": str(row[chosen["instruction"]])}
         if "response" in chosen and row.get(chosen["response"]) is not None:
             seed["response"] = str(row[chosen["response"]])
@@ -173,7 +173,8 @@ class QualityEnhancement(_Agora):
             from generators.domains.math import answers_match, extract_answer
 
             old = extract_answer(seed["response"])
-            meta["answer_changed"] = bool(old) and not answers_match(verdict.meta["answer"], old)
+            meta["answer_changed"] = old is not None and not answers_match(
+                verdict.meta["answer"], old)
         return _instance(index, instruction, text, verdict, reason, meta)
 
 
@@ -223,7 +224,7 @@ class InstanceGeneration(_Agora):
         out = Produced()
         checker = get_domain(domain)
         while len(out.requests) < target:
-            batch = []
+            batch: list[GenRequest] = []
             for _ in range(min(size, target - len(out.requests))):
                 n_acc = min(round(k * share), len(accepted))
                 demos = [("seed", d) for d in rng.sample(seeds, k - n_acc)]
