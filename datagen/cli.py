@@ -30,12 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command("eval")(eval_command)
-app.command("train")(train_command)
-app.add_typer(students_app, name="students")
 runs_app = typer.Typer(help="List runs, or show one with counts, tokens, cost and failures.")
-app.add_typer(runs_app, name="runs")
-app.add_typer(pairs_app, name="pairs")
 
 out = Console()
 err = Console(stderr=True)
@@ -267,6 +262,12 @@ def export(
     err.print(f"wrote {path}")
 
 
+# The rest of the workflow, in the order a user meets it: data, students, scores, ranking.
+app.add_typer(runs_app, name="runs")
+app.add_typer(pairs_app, name="pairs")
+app.command("train")(train_command)
+app.add_typer(students_app, name="students")
+app.command("eval")(eval_command)
 app.command("metrics")(metrics_command)
 app.command("pgr")(pgr_command)
 app.command("rank")(rank_command)
