@@ -83,19 +83,26 @@ def dump_line(response: GenResponse) -> bytes:
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any] | None:
-    """model_dump(mode="python") of a GenResponse's __dict__ (nested models as dicts)."""
+    """model_dump(mode="python") of a GenResponse from its __dict__, or None if unsure.
+
+    Validated, copied and constructed models keep their __dict__ in field order, the order
+    model_dump writes; anything else (a field missing, moved, or an extra entry) says None.
+    """
     usage, error = d.get("usage"), d.get("error")
-    if type(usage) is not Usage or not (error is None or type(error) is ErrorInfo):
+    if type(usage) is not Usage or tuple(d) != _FIELDS:
         return None
-    try:
-        plain = {f: d[f] for f in _FIELDS}
-        u = usage.__dict__
-        plain["usage"] = {f: u[f] for f in _USAGE_FIELDS}
-        if error is not None:
-            e = error.__dict__
-            plain["error"] = {f: e[f] for f in _ERROR_FIELDS}
-    except KeyError:  # built with model_construct and a field left out
+    u = usage.__dict__
+    if tuple(u) != _USAGE_FIELDS:
         return None
+    plain = d.copy()
+    plain["usage"] = u
+    if error is not None:
+        if type(error) is not ErrorInfo:
+            return None
+        e = error.__dict__
+        if tuple(e) != _ERROR_FIELDS:
+            return None
+        plain["error"] = e
     return plain
 
 
@@ -119,7 +126,9 @@ class ResponseLog:
                 "wait for it to finish or stop it"
             ) from None
         self._repair_tail()
-        self._f = open(self.path, "ab")  # noqa: SIM115
+        # Unbuffered: each record goes to the file in one write() call as it arrives, which
+        # is what a buffered write plus flush() did, minus the copy into the buffer.
+        self._f = open(self.path, "ab", buffering=0)  # noqa: SIM115
         return self
 
     def _repair_tail(self) -> None:
@@ -135,9 +144,13 @@ class ResponseLog:
             f.truncate(data.rfind(b"\n") + 1)
 
     def write(self, response: GenResponse) -> None:
-        assert self._f is not None, "log not open"
-        self._f.write(redact_bytes(dump_line(response)) + b"\n")
-        self._f.flush()
+        f = self._f
+        assert f is not None, "log not open"
+        data = redact_bytes(dump_line(response)) + b"\n"
+        n = f.write(data)
+        while n is not None and n < len(data):  # a short write (rare): write the rest
+            data = data[n:]
+            n = f.write(data)
 
     def close(self) -> None:
         if self._f is not None:

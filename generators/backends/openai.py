@@ -1,10 +1,12 @@
 """OpenAI and every OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama) via ``@base_url``.
 
 The hot path speaks the Chat Completions wire protocol over one pooled aiohttp session: measured
-on the 2-core dev machine against a loopback server, the official ``AsyncOpenAI`` client with
-default settings tops out at about 285 requests/s at concurrency 64 and 160 at 256, against about
-1,050 and 1,800 for a bare aiohttp loop (see benchmarks/engine_throughput.py). Retries, timeouts
-and limits are the engine's, so the client does none of its own.
+on the 2-core dev machine against a loopback server answering in 50 ms, the official
+``AsyncOpenAI`` client with default settings manages about 400-600 requests/s at concurrency 64
+and 260-430 at 256, against about 1,050-1,130 and 4,200-4,350 for a bare aiohttp loop, and
+1,020-1,090 and 3,300-3,900 for the whole engine on this backend, log and keys included (see
+benchmarks/engine_throughput.py). Retries, timeouts and limits are the engine's, so the client
+does none of its own.
 
 Keys: ``$OPENAI_API_KEY`` or the variable named by ``api_key_env``. A local server
 (``@http://127.0.0.1:8000/v1``) may need no key at all.
@@ -31,6 +33,7 @@ class OpenAIBackend(Backend):
     key_env = "OPENAI_API_KEY"
 
     _session: aiohttp.ClientSession | None = None
+    _official: bool | None = None  # is_official, fixed by start() with the URL it posts to
 
     @property
     def base_url(self) -> str:
@@ -59,11 +62,13 @@ class OpenAIBackend(Backend):
             json_serialize=lambda o: orjson.dumps(o).decode(),
         )
         self._url = f"{self.base_url}/chat/completions"
+        self._official = self.is_official
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        self._official = None
 
     def body(self, request: GenRequest, sampling: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -72,13 +77,14 @@ class OpenAIBackend(Backend):
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
         }
+        official = self.is_official if self._official is None else self._official
         # OpenAI's reasoning models reject max_tokens; compatible servers may not know the new name.
-        body["max_completion_tokens" if self.is_official else "max_tokens"] = sampling.max_tokens
+        body["max_completion_tokens" if official else "max_tokens"] = sampling.max_tokens
         if sampling.seed is not None:
             body["seed"] = sampling.seed
         if sampling.stop:
             body["stop"] = sampling.stop
-        if sampling.top_k is not None and not self.is_official:
+        if sampling.top_k is not None and not official:
             body["top_k"] = sampling.top_k  # vLLM / SGLang / llama.cpp extension
         if request.response_schema is not None:
             body["response_format"] = {
@@ -89,7 +95,8 @@ class OpenAIBackend(Backend):
 
     async def complete(self, request: GenRequest, sampling: SamplingParams) -> Reply:
         assert self._session is not None, "backend not started"
-        async with self._session.post(self._url, data=orjson.dumps(self.body(request, sampling))) as r:
+        body = orjson.dumps(self.body(request, sampling))
+        async with self._session.post(self._url, data=body) as r:
             data = await r.read()
             if r.status != 200:
                 raise _http_error(r.status, data, r.headers)
