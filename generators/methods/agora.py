@@ -23,7 +23,7 @@ from datagen.errors import ConfigError, InputError
 from datagen.fingerprint import stable_hash
 from datagen.records import GenRequest, GenResponse, Instance, Message
 from generators.domains.formats import Verdict, get_domain, parse_tests, split_sections
-from generators.methods.base import Method, MethodArgs, MethodContext, Produced
+from generators.methods.base import Method, MethodArgs, MethodContext, Produced, map_columns
 
 _COLUMN_GUESSES = {
     "instruction": ("instruction", "question", "prompt", "problem", "text", "input", "query"),
@@ -48,21 +48,8 @@ def themes(domain: str) -> list[str]:
 def seed_rows(rows: list[dict[str, Any]], columns: dict[str, str] | None, source: str,
               need_response: bool) -> list[dict[str, Any]]:
     """Rows as {"id", "instruction", "response"?, "tests"?} using the column map or guesses."""
-    if not rows:
-        raise InputError(f"{source}: no seed rows")
+    chosen = map_columns(rows, columns, _COLUMN_GUESSES, source)
     cols = list(rows[0])
-    chosen: dict[str, str] = {}
-    for field_name, guesses in _COLUMN_GUESSES.items():
-        if columns and field_name in columns:
-            if columns[field_name] not in cols:
-                raise InputError(f"column {columns[field_name]!r} not in {source}; "
-                                 f"columns are: {', '.join(cols)}")
-            chosen[field_name] = columns[field_name]
-            continue
-        for g in guesses:
-            if g in cols and g not in chosen.values():
-                chosen[field_name] = g
-                break
     if "instruction" not in chosen:
         raise InputError(f"{source}: no instruction column; map one with --columns "
                          f"instruction=NAME (columns: {', '.join(cols)})")

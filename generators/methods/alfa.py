@@ -41,7 +41,14 @@ from datagen.errors import ConfigError, InputError
 from datagen.fingerprint import stable_hash
 from datagen.records import GenRequest, GenResponse, Instance, Message, Pair, SamplingParams
 from generators.attributes import Attribute, resolve_attributes
-from generators.methods.base import Generate, Method, MethodArgs, MethodContext, Produced
+from generators.methods.base import (
+    Generate,
+    Method,
+    MethodArgs,
+    MethodContext,
+    Produced,
+    map_columns,
+)
 
 PROMPT_DIR = "attribute-variants"
 _COLUMN_GUESSES = {
@@ -75,24 +82,8 @@ def render_context(value: Any) -> str:
 def alfa_rows(rows: list[dict[str, Any]], columns: dict[str, str] | None,
               source: str) -> list[dict[str, Any]]:
     """Rows as ``{"id", "context", "question", "privileged"?}`` by column map or guesses."""
-    if not rows:
-        raise InputError(f"{source}: no seed rows")
+    chosen = map_columns(rows, columns, _COLUMN_GUESSES, source)
     cols = list(rows[0])
-    unknown = set(columns or {}) - set(_COLUMN_GUESSES)
-    if unknown:
-        raise ConfigError(f"columns: unknown key(s) {', '.join(sorted(unknown))}; "
-                          f"use {', '.join(_COLUMN_GUESSES)}")
-    chosen: dict[str, str] = {}
-    for field_name, guesses in _COLUMN_GUESSES.items():
-        if columns and field_name in columns:
-            if columns[field_name] not in cols:
-                raise InputError(f"column {columns[field_name]!r} not in {source}; "
-                                 f"columns are: {', '.join(cols)}")
-            chosen[field_name] = columns[field_name]
-            continue
-        found = next((g for g in guesses if g in cols and g not in chosen.values()), None)
-        if found:
-            chosen[field_name] = found
     for need in ("context", "question"):
         if need not in chosen:
             raise InputError(f"{source}: no {need} column; map one with --columns "

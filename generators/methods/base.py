@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from datagen.errors import ConfigError
+from datagen.errors import ConfigError, InputError
 from datagen.records import (
     GeneratorSpec,
     GenRequest,
@@ -107,6 +107,32 @@ class Method(ABC):
         instances = [self.parse(i, q, r, ctx)
                      for i, (q, r) in enumerate(zip(requests, responses))]
         return Produced(requests, responses, instances)
+
+
+def map_columns(rows: list[dict[str, Any]], columns: dict[str, str] | None,
+                guesses: dict[str, tuple[str, ...]], source: str) -> dict[str, str]:
+    """Which input column feeds each field a method reads: the user's column map first, else
+    the first usual name present (each column used once). Unknown fields and missing columns
+    are one-line errors."""
+    if not rows:
+        raise InputError(f"{source}: no seed rows")
+    cols = list(rows[0])
+    unknown = set(columns or {}) - set(guesses)
+    if unknown:
+        raise ConfigError(f"columns: unknown key(s) {', '.join(sorted(unknown))}; "
+                          f"use {', '.join(guesses)}")
+    chosen: dict[str, str] = {}
+    for field_name, names in guesses.items():
+        if columns and field_name in columns:
+            if columns[field_name] not in cols:
+                raise InputError(f"column {columns[field_name]!r} not in {source}; "
+                                 f"columns are: {', '.join(cols)}")
+            chosen[field_name] = columns[field_name]
+            continue
+        found = next((g for g in names if g in cols and g not in chosen.values()), None)
+        if found:
+            chosen[field_name] = found
+    return chosen
 
 
 METHODS: Registry[type[Method]] = Registry("method", "datagen.methods", builtins={
