@@ -101,6 +101,84 @@ class RunResult:
         return self.run_dir / "data.parquet"
 
 
+@dataclass
+class RunPlan:
+    """Everything a run is before it runs: its spec, method, seed rows and id (no call made)."""
+
+    spec: GeneratorSpec
+    method: Any
+    domain: str | None
+    rows: list[dict[str, Any]]
+    source: Any
+    uri: str
+    run_id: str
+    curation: CurationConfig | None
+    n: int | None = None
+
+    async def requests(self) -> tuple[list[GenRequest], bool]:
+        """The generator requests this run would send, and whether the list is exact.
+
+        The method runs against a generator that answers nothing (every request fails), so
+        one-round methods give their exact requests; a method whose later rounds depend on
+        answers (judging, editing) gives only what it sends before those: a lower bound.
+        """
+        sent: list[GenRequest] = []
+
+        async def record(requests: list[GenRequest]) -> list[GenResponse]:
+            from datagen.records import ErrorInfo
+
+            sent.extend(requests)
+            return [GenResponse(key=str(i), index=i, error=ErrorInfo(
+                type="dry_run", kind="fatal", message="dry run")) for i in range(len(requests))]
+
+        def record_with(_: GeneratorSpec | str) -> Callable[[list[GenRequest]],
+                                                            Awaitable[list[GenResponse]]]:
+            return record
+
+        ctx = MethodContext(rows=self.rows, source=self.uri, n=self.n, domain=self.domain,
+                            generate=record, generate_with=record_with)
+        await self.method.run(ctx)
+        return sent, bool(getattr(self.method, "dry_run_exact", True))
+
+
+def plan_run(
+    generator: str | GeneratorSpec,
+    source: str | None = None,
+    *,
+    n: int | None = None,
+    method: str = "prompt",
+    method_args: dict[str, Any] | None = None,
+    domain: str | None = None,
+    curation: CurationConfig | dict[str, Any] | None = None,
+) -> RunPlan:
+    """Resolve a run without running it: validates every argument, reads the seed rows and
+    computes the run id, so a bench can tell a finished run from one still to do."""
+    spec = generator if isinstance(generator, GeneratorSpec) else load_generator(generator)
+    if n is not None and n < 1:
+        raise ConfigError(f"-n must be at least 1, got {n}")
+    m = METHODS.get(method)(**(method_args or {}))
+    if m.uses_domain:
+        domain = domain or "general"
+        from generators.domains.formats import DOMAINS
+
+        DOMAINS.get(domain)  # unknown domain -> one clear line before any work
+    elif domain is not None:
+        raise ConfigError(f"method {m.name} takes no --domain")
+    uri = source or m.default_source or (f"builtin:{domain}" if m.uses_domain
+                                         else DEFAULT_SOURCE)
+    rows, src = load_rows(uri, limit=n if m.n_means == "rows" else None)
+    args: dict[str, Any] = {"generator": spec.semantic(), "method_args": m.non_default_args(),
+                            "n": n}
+    if domain is not None:
+        args["domain"] = domain
+    cur = _curation_config(curation) if m.uses_domain else None
+    if cur is not None and cur.model_dump(exclude_defaults=True):
+        args["curation"] = cur.model_dump(mode="json", exclude_defaults=True)
+    run_id = fingerprint(src.fingerprint, m.name, m.version, args)
+    return RunPlan(spec=spec, method=m, domain=domain, rows=rows, source=src, uri=uri,
+                   run_id=run_id, curation=cur, n=n)
+
+
 def generate(
     generator: str | GeneratorSpec,
     source: str | None = None,
@@ -146,31 +224,13 @@ async def agenerate(
     default a spec's provider is looked up in the backend registry. ``curation`` configures
     dedup and decontamination of the AgoraBench methods' accepted rows (on by default).
     """
-    spec = generator if isinstance(generator, GeneratorSpec) else load_generator(generator)
-    if n is not None and n < 1:
-        raise ConfigError(f"-n must be at least 1, got {n}")
-    m = METHODS.get(method)(**(method_args or {}))
-    if m.uses_domain:
-        domain = domain or "general"
-        from generators.domains.formats import DOMAINS
-
-        DOMAINS.get(domain)  # unknown domain -> one clear line before any work
-    elif domain is not None:
-        raise ConfigError(f"method {m.name} takes no --domain")
+    plan = plan_run(generator, source, n=n, method=method, method_args=method_args,
+                    domain=domain, curation=curation)
+    spec, m, domain, rows, src, uri, run_id, cur = (
+        plan.spec, plan.method, plan.domain, plan.rows, plan.source, plan.uri, plan.run_id,
+        plan.curation)
     ws = Workspace.resolve(workspace).ensure()
     store = Store(ws.db_path)
-    uri = source or m.default_source or (f"builtin:{domain}" if m.uses_domain
-                                         else DEFAULT_SOURCE)
-    rows, src = load_rows(uri, limit=n if m.n_means == "rows" else None)
-
-    args: dict[str, Any] = {"generator": spec.semantic(), "method_args": m.non_default_args(),
-                            "n": n}
-    if domain is not None:
-        args["domain"] = domain
-    cur = _curation_config(curation) if m.uses_domain else None
-    if cur is not None and cur.model_dump(exclude_defaults=True):
-        args["curation"] = cur.model_dump(mode="json", exclude_defaults=True)
-    run_id = fingerprint(src.fingerprint, m.name, m.version, args)
     run_dir = ws.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = run_dir / "run.json"

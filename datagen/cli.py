@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from datagen.cli_bench import bench_command
 from datagen.cli_eval import eval_command
 from datagen.cli_metrics import metrics_command, pgr_command, rank_command, report_command
 from datagen.cli_pairs import pairs_app
@@ -272,6 +273,7 @@ app.command("metrics")(metrics_command)
 app.command("pgr")(pgr_command)
 app.command("rank")(rank_command)
 app.command("report")(report_command)
+app.command("bench")(bench_command)
 
 
 def _s(v: Any) -> str:

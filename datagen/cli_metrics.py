@@ -120,18 +120,37 @@ def rank_command(
     domain: Annotated[str | None, typer.Option("--domain", "-d")] = None,
 ) -> None:
     """Rank generators by PGR, with CIs, intrinsic metrics, cost and PGR per dollar."""
-    from rich import box
-
     from metrics import api
 
     rows = api.leaderboard(by, method, domain, workspace=_state().workspace)
     if not rows:
         err.print("no PGR computed yet: see `datagen pgr`")
         return
+    t, ties = leaderboard_table(rows, by, out.width)
+    out.print(t)
+    if ties:
+        err.print("≈ not separable from the row above: the 95% CI of their PGR difference "
+                  "contains 0")
+
+
+def leaderboard_table(rows: list[dict[str, Any]], by: str = "cell", width: int = 200
+                      ) -> tuple[Table, bool]:
+    """The leaderboard as a rich table, and whether any row is not separable from the one above
+    (``datagen rank`` and ``datagen bench`` print the same table). Below 120 columns of
+    terminal the intrinsic columns are left out, so the names and PGRs stay readable."""
+    from rich import box
+
+    wide = width >= 120
     t = Table(box=box.SIMPLE_HEAD)
-    cols = ["#", "generator"] + (["method", "domain"] if by == "cell" else ["cells"])
-    cols += ["PGR", "95% CI", "", "quality", "difficulty", "diversity", "valid", "cost $",
-             "PGR/$"]
+    one_cell = by == "cell" and len({(r["method"], r["domain"]) for r in rows}) == 1
+    show_cell = by == "cell" and (wide or not one_cell)
+    if one_cell and not show_cell and rows:
+        t.title, t.title_justify = f"{rows[0]['method']} · {rows[0]['domain']}", "left"
+    cols = ["#", "generator"] + (["method", "domain"] if show_cell else
+                                 ["cells"] if by != "cell" else [])
+    cols += ["PGR", "95% CI", ""]
+    cols += ["quality", "difficulty", "diversity", "valid", "cost $", "PGR/$"] if wide else [
+        "valid", "cost $"]
     for c in cols:
         t.add_column(c, justify="left" if c in ("generator", "method", "domain", "") else
                      "right", no_wrap=c != "generator")
@@ -140,16 +159,17 @@ def rank_command(
         sep = "" if r["separable"] is not False else "≈"
         ties = ties or bool(sep)
         head = [str(r["rank"]), r["generator"]]
-        head += [r["method"] or "-", r["domain"] or "-"] if by == "cell" else [str(r["n_cells"])]
-        t.add_row(*head, _f(r["pgr"], ".1f"),
-                  f"[{_f(r['ci_low'], '.1f')}, {_f(r['ci_high'], '.1f')}]", sep,
-                  _f(r.get("quality")), _f(r.get("difficulty")),
-                  _f(r.get("response_diversity"), ".3f"), _f(r.get("validity_rate")),
-                  _f(r.get("cost_usd"), ".4f"), _f(r.get("pgr_per_dollar"), ".1f"))
-    out.print(t)
-    if ties:
-        err.print("≈ not separable from the row above: the 95% CI of their PGR difference "
-                  "contains 0")
+        head += ([r["method"] or "-", r["domain"] or "-"] if show_cell else
+                 [str(r["n_cells"])] if by != "cell" else [])
+        head += [_f(r["pgr"], ".1f"), f"[{_f(r['ci_low'], '.1f')}, {_f(r['ci_high'], '.1f')}]",
+                 sep]
+        if wide:
+            t.add_row(*head, _f(r.get("quality")), _f(r.get("difficulty")),
+                      _f(r.get("response_diversity"), ".3f"), _f(r.get("validity_rate")),
+                      _f(r.get("cost_usd"), ".4f"), _f(r.get("pgr_per_dollar"), ".1f"))
+        else:
+            t.add_row(*head, _f(r.get("validity_rate")), _f(r.get("cost_usd"), ".4f"))
+    return t, ties
 
 
 def report_command(

@@ -75,6 +75,9 @@ class GeneratorSpec(Record):
 
     provider: str
     model: str = ""
+    name: str | None = Field(
+        None, description="display name in tables and leaderboards (operational: two settings "
+        "of one model, e.g. two temperatures, need two names)")
     base_url: str | None = None
     api_key_env: str | None = None
     sampling: SamplingParams = Field(default_factory=SamplingParams)
@@ -117,6 +120,11 @@ class GeneratorSpec(Record):
         """The spec as a user writes it, safe to print (no credentials in the URL)."""
         s = f"{self.provider}:{self.model}" if self.model else self.provider
         return f"{s}@{redact_url(self.base_url)}" if self.base_url else s
+
+    @property
+    def display(self) -> str:
+        """The name a leaderboard shows: ``name`` if given, else the label."""
+        return self.name or self.label
 
     def semantic(self) -> dict[str, Any]:
         """What identifies the model's output distribution: provider, model, server, sampling."""

@@ -90,7 +90,7 @@ class Store:
             "created_at": datetime.fromtimestamp(manifest.created_at, UTC).replace(tzinfo=None),
             "updated_at": _now(),
             "status": status,
-            "generator": g.label,
+            "generator": g.display,
             "provider": g.provider,
             "model": g.model,
             "method": manifest.method,

@@ -20,6 +20,7 @@ Every wait is bounded by ``timeout_s``; a task or job still running then is canc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,17 +82,28 @@ def _import_ray() -> Any:
     return ray
 
 
+@contextlib.contextmanager
+def local_ray() -> Iterator[None]:
+    """A private local Ray for the duration of the block, or the one already running (then it
+    is left running). A bench enters it once, so its students share one Ray and its workers."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        yield
+        return
+    temp_dir = tempfile.mkdtemp(prefix="dg-ray-")  # short: Ray's socket paths have a limit
+    ray.init(address="local", include_dashboard=False, num_cpus=os.cpu_count() or 1,
+             _temp_dir=temp_dir, object_store_memory=256 * 1024 * 1024,
+             log_to_driver=sys.stderr.isatty(), logging_level=logging.WARNING)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
 def _run_local(jobs: list[Job], ws: Workspace, timeout_s: float | None) -> list[Outcome]:
     ray = _import_ray()
-
-    owned = not ray.is_initialized()
-    temp_dir = None
-    if owned:
-        temp_dir = tempfile.mkdtemp(prefix="dg-ray-")  # short: Ray's socket paths have a limit
-        ray.init(address="local", include_dashboard=False, num_cpus=os.cpu_count() or 1,
-                 _temp_dir=temp_dir, object_store_memory=256 * 1024 * 1024,
-                 log_to_driver=sys.stderr.isatty(), logging_level=logging.WARNING)
-    try:
+    with local_ray():
         _check_fits(jobs, ray.cluster_resources())
         task = ray.remote(_train_task)
         refs = [
@@ -100,11 +113,6 @@ def _run_local(jobs: list[Job], ws: Workspace, timeout_s: float | None) -> list[
             for r, d in jobs
         ]
         return _wait_tasks(ray, refs, jobs, timeout_s)
-    finally:
-        if owned:
-            ray.shutdown()
-            if temp_dir:
-                shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _check_fits(jobs: list[Job], have: dict[str, float]) -> None:

@@ -8,6 +8,9 @@ recorded with the rejected row and counted in ``datagen runs show``.
 - ``code``: exactly one Python block that parses; when the seed or the output carries tests they
   are run in the sandbox and must pass.
 - ``general``: non-empty, no leftover template markers, within length limits.
+- ``arithmetic``: two-number sums ("What is 37 plus 45?"); the answer must state an integer. It is
+  the offline quickstart's domain: a CPU student learns it in a minute, and whether the stated sum
+  is *right* is left to the evaluation (the validator checks form, like the math one).
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ DOMAINS: Registry[type[Domain]] = Registry("domain", "datagen.domains", builtins
     "math": "generators.domains.formats:MathDomain",
     "code": "generators.domains.formats:CodeDomain",
     "general": "generators.domains.formats:GeneralDomain",
+    "arithmetic": "generators.domains.formats:ArithmeticDomain",
 })
 
 
@@ -121,6 +125,27 @@ class MathDomain(Domain):
         if answer is None or not normalize_answer(answer):
             return _reject("no final answer (#### or \\boxed{})")
         return Verdict(True, meta={"answer": normalize_answer(answer)})
+
+
+_INTEGER = re.compile(r"-?\d+")
+
+
+def last_integer(text: str) -> str | None:
+    """The last integer in ``text`` ("37 + 45 = 82" -> "82"), the arithmetic answer."""
+    found = _INTEGER.findall(text.replace(",", ""))
+    return found[-1] if found else None
+
+
+class ArithmeticDomain(Domain):
+    name = "arithmetic"
+    min_instruction_chars = 5
+
+    def check(self, instruction: str, response: str, row: dict[str, Any],
+              tests: list[str]) -> Verdict:
+        answer = last_integer(response)
+        if answer is None:
+            return _reject("no integer answer")
+        return Verdict(True, meta={"answer": answer})
 
 
 def code_blocks(text: str) -> list[str]:

@@ -230,6 +230,7 @@ class _Item:
 class AttributeVariants(Method):
     """ALFA-style attribute variants of follow-up questions; see the module docstring."""
 
+    dry_run_exact = False
     name = "attribute-variants"
     version = "1"
     Args = AttributeVariantsArgs

@@ -82,6 +82,9 @@ class Method(ABC):
     new_instructions: ClassVar[bool] = False
     #: seed set used when the user names none (e.g. ``builtin:alfa``); None: the api's default
     default_source: ClassVar[str | None] = None
+    #: whether a dry run (every answer missing) sees every request; False when later rounds
+    #: depend on answers (judging, editing), so a dry run's count is a lower bound
+    dry_run_exact: ClassVar[bool] = True
 
     def __init__(self, **args: Any) -> None:
         try:

@@ -288,6 +288,7 @@ class MultiAttributeEditArgs(MethodArgs):
 class MultiAttributeEdit(Method):
     """MACS-style multi-attribute editing; see the module docstring."""
 
+    dry_run_exact = False
     name = "multi-attribute-edit"
     version = "1"
     Args = MultiAttributeEditArgs

@@ -221,6 +221,7 @@ TASKS: Registry[type[Task]] = Registry("task", "datagen.tasks", builtins={
     "humaneval": "students.tasks.code:HumanEval",
     "ifeval": "students.tasks.ifeval:IFEval",
     "winrate": "students.tasks.judge:JudgeWinRate",
+    "arithmetic": "students.tasks.arithmetic:Arithmetic",
 })
 
 

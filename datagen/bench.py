@@ -1,0 +1,413 @@
+"""``datagen bench``: compare generator LMs end to end from one suite file.
+
+For each domain, the baselines first (train the gold reference student, evaluate the base and
+the reference), then for each generator x method x domain cell::
+
+    generate -> (curate) -> intrinsic metrics -> train a student -> evaluate it -> PGR
+
+and at the end the leaderboard and the HTML report. Every step is the ordinary, keyed API call
+(:func:`datagen.api.agenerate`, :func:`students.api.train`, :func:`students.evaluate.evaluate`,
+:func:`metrics.api.compute_pgr`), so a killed bench resumes where it stopped: a finished run,
+student or evaluation is found by its id and reused, a half-finished run resumes from its
+response log. A finished suite re-runs in seconds.
+
+A step that fails ends its cell (the later steps need its output) and is reported; the other
+cells go on, and the leaderboard ranks the cells that finished::
+
+    from datagen.bench import bench
+    from datagen.suite import load_suite
+    result = bench(load_suite("configs/bench/quickstart.yaml"))
+    result.overall[0]["generator"], result.report_path
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from datagen.errors import ConfigError, DatagenError, InputError
+from datagen.fingerprint import stable_hash
+from datagen.suite import Baseline, Suite, SuiteGenerator, SuiteMethod, generator_spec
+from datagen.workspace import Workspace
+
+log = logging.getLogger("datagen.bench")
+
+BENCH_DIR = "bench"
+
+
+def bench_workspace(suite: Suite, workspace: str | Path | None = None) -> Workspace:
+    """A suite's own workspace: ``--workspace`` if given, else ``<default workspace>/bench/<name>``,
+    so its leaderboard and report hold this suite's cells and nothing else."""
+    if workspace is not None:
+        return Workspace.resolve(workspace)
+    return Workspace(Workspace.resolve(None).root / BENCH_DIR / suite.name)
+
+
+@dataclass
+class StepRecord:
+    """One step of the bench as it happened: ``status`` is done, reused (found finished),
+    failed, or skipped (an earlier step of its cell failed)."""
+
+    index: int
+    cell: str
+    step: str
+    status: str
+    seconds: float = 0.0
+    detail: str = ""
+    error: str | None = None
+
+
+@dataclass
+class CellResult:
+    generator: str
+    method: str
+    domain: str
+    run_id: str | None = None
+    student_id: str | None = None
+    eval_ids: list[str] = field(default_factory=list)
+    pgr: float | None = None
+    ci: tuple[float, float] | None = None
+    error: str | None = None
+    failed_step: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.generator} · {self.method} · {self.domain}"
+
+
+@dataclass
+class BenchResult:
+    suite: str
+    workspace: Path
+    cells: list[CellResult]
+    steps: list[StepRecord]
+    leaderboard: list[dict[str, Any]] = field(default_factory=list)
+    overall: list[dict[str, Any]] = field(default_factory=list)
+    report_path: Path | None = None
+    baseline_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[CellResult]:
+        return [c for c in self.cells if c.error]
+
+
+class _StepFailed(Exception):
+    pass
+
+
+Reporter = Callable[[StepRecord, bool], None]
+"""Called when a step starts (``started=True``, status "running") and when it ends."""
+
+
+class _Runner:
+    def __init__(self, suite: Suite, ws: Workspace, *, ray_address: str | None,
+                 backends: dict[str, Any] | None, progress: bool | None,
+                 reporter: Reporter | None) -> None:
+        self.suite, self.ws = suite, ws
+        self.ray_address = ray_address or suite.resources.ray_address
+        self.backends = backends or {}
+        self.progress = progress
+        self.reporter = reporter
+        self.steps: list[StepRecord] = []
+        self.total = self._count_steps()
+        self._ray = contextlib.ExitStack()
+        from students.recipes import load_recipe
+
+        self.recipe = load_recipe(suite.student.recipe, **suite.student.overrides)
+
+    def _count_steps(self) -> int:
+        s = self.suite
+        per_domain = sum(1 + (2 if s.reference_for(d).kind == "gold" else 1) for d in s.domains)
+        return per_domain + 5 * len(s.cells()) + 1
+
+    # -- step bookkeeping --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def step(self, cell: str, name: str) -> Iterator[StepRecord]:
+        rec = StepRecord(index=len(self.steps) + 1, cell=cell, step=name, status="running")
+        self.steps.append(rec)
+        if self.reporter:
+            self.reporter(rec, True)
+        t0 = time.monotonic()
+        try:
+            yield rec
+        except DatagenError as e:
+            rec.status, rec.error = "failed", str(e)
+        except Exception as e:  # a bug in one cell must not cost the others
+            log.debug("step %s of %s raised", name, cell, exc_info=True)
+            rec.status, rec.error = "failed", f"{type(e).__name__}: {e}"
+        except BaseException:  # KeyboardInterrupt: the bench stops; a re-run resumes here
+            rec.status = "interrupted"
+            raise
+        else:
+            if rec.status == "running":
+                rec.status = "done"
+        finally:
+            rec.seconds = time.monotonic() - t0
+            if self.reporter:
+                self.reporter(rec, False)
+        if rec.status == "failed":
+            raise _StepFailed(rec.error)
+
+    def skip(self, cell: str, names: list[str], why: str) -> None:
+        for name in names:
+            rec = StepRecord(index=len(self.steps) + 1, cell=cell, step=name, status="skipped",
+                             detail=why)
+            self.steps.append(rec)
+            if self.reporter:
+                self.reporter(rec, False)
+
+    def ray(self) -> None:
+        """A local Ray started once for the whole bench (not once per student), and only when
+        a student actually needs training."""
+        if not self.suite.resources.use_ray or self.ray_address or self._ray_started:
+            return
+        from students.ray_jobs import local_ray
+
+        self._ray.enter_context(local_ray())
+        self._ray_started = True
+
+    _ray_started = False
+
+    # -- baselines -------------------------------------------------------------------------
+    def baselines(self, domain: str) -> tuple[list[str], list[str]]:
+        """Per-task eval ids of the domain's base and reference (raises _StepFailed)."""
+        cell = f"baselines · {domain}"
+        ref = self.suite.reference_for(domain)
+        ref_model: str
+        if ref.kind == "gold":
+            with self.step(cell, "train reference") as rec:
+                student = self.train_student(self.gold_data(domain), rec)
+                ref_model = student
+        else:
+            assert ref.model is not None
+            ref_model = ref.model
+        with self.step(cell, "evaluate base") as rec:
+            base_ids = self.evaluate(self.baseline_model(self.suite.base_for(domain)), domain,
+                                     rec, student_id=None)
+        with self.step(cell, "evaluate reference") as rec:
+            ref_ids = self.evaluate(ref_model, domain, rec,
+                                    student_id=ref_model if ref.kind == "gold" else None)
+        return base_ids, ref_ids
+
+    def baseline_model(self, b: Baseline) -> Any:
+        from datagen.records import GeneratorSpec
+        from students.evaluate import student_spec
+
+        if b.kind == "model":
+            assert b.model is not None
+            return b.model
+        base = self.recipe.base_model
+        if base.strip().lower() == "smollm2":
+            return GeneratorSpec(provider="hf", model="smollm2")
+        return student_spec(Path(base))
+
+    def gold_data(self, domain: str) -> Path:
+        """The domain's gold rows as chat SFT data, as many as a cell uses; the file's content
+        (so the reference student's id) depends only on the seeds and n."""
+        from datagen.sources import load_rows
+        from generators.methods.agora import seed_rows
+
+        uri = self.suite.seeds_for(domain)
+        n = self.suite.domain_n(domain)
+        rows, _ = load_rows(uri)
+        gold = [r for r in seed_rows(rows, None, uri, need_response=False) if r.get("response")]
+        if not gold:
+            raise ConfigError(f"reference: gold needs seed rows with responses, and {uri} has "
+                              "none: give the domain `seeds:` with responses or reference: "
+                              "{model: SPEC}")
+        gold = gold[:n]
+        tag = stable_hash([[r["instruction"], r["response"]] for r in gold], 12)
+        out = self.ws.root / BENCH_DIR / "gold" / f"{domain}-{len(gold)}-{tag}.jsonl"
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_suffix(".tmp")
+            tmp.write_bytes(b"".join(orjson.dumps({"messages": [
+                {"role": "user", "content": r["instruction"]},
+                {"role": "assistant", "content": r["response"]}]}) + b"\n" for r in gold))
+            tmp.replace(out)
+        return out
+
+    # -- the steps -------------------------------------------------------------------------
+    def generate(self, g: SuiteGenerator, m: SuiteMethod, domain: str,
+                       rec: StepRecord) -> str:
+        from datagen.api import generate, plan_run
+        from metrics.store import Store
+
+        spec = generator_spec(g)
+        kw: dict[str, Any] = {"n": self.suite.domain_n(domain), "method": m.name,
+                              "method_args": m.args, "domain": domain,
+                              "curation": self.suite.curation}
+        plan = plan_run(spec, self.suite.seeds_for(domain), **kw)
+        store = Store(self.ws.db_path)
+        with store.connect() as con:
+            row = con.execute("SELECT status, n_valid, n_instances FROM runs WHERE run_id = ?",
+                              [plan.run_id]).fetchone()
+        if row and row[0] == "finished" and (self.ws.run_dir(plan.run_id) / "data.parquet"
+                                             ).exists():
+            rec.status, rec.detail = "reused", f"run {plan.run_id}: {row[1]}/{row[2]} valid"
+            return plan.run_id
+        result = generate(
+            spec, self.suite.seeds_for(domain), workspace=self.ws.root, progress=self.progress,
+            backend=self.backends.get(g.name), backends=self.backends, **kw)
+        rec.detail = (f"run {result.run_id}: {len(result.valid)}/{len(result.instances)} valid, "
+                      f"{result.stats.sent} sent, {result.stats.reused} reused")
+        return result.run_id
+
+    def intrinsic(self, run_id: str, rec: StepRecord) -> None:
+        from metrics.api import compute_metrics
+
+        if not self.suite.intrinsic:
+            rec.status, rec.detail = "reused", "no intrinsic metrics asked for"
+            return
+        results = compute_metrics(
+            run_id, self.suite.intrinsic, judge=self.suite.judge,
+            configs=self.suite.intrinsic_config, backends=self.backends,
+            progress=self.progress, workspace=self.ws.root)
+        if not any(r.computed for r in results):
+            rec.status = "reused"
+        rec.detail = ", ".join(r.metric for r in results)
+
+    def train_student(self, data: str | Path, rec: StepRecord) -> str:
+        from students.api import train
+        from students.train import read_manifest, resolve_data, student_id
+
+        ref = resolve_data(data, self.recipe.kind, self.ws)
+        sid = student_id(self.recipe, ref)
+        done = read_manifest(self.ws, sid)
+        if done is not None and done.status == "finished":
+            rec.status, rec.detail = "reused", f"student {sid}"
+        else:
+            self.ray()
+            out = train(data, self.recipe, self.ws.root, self.ray_address,
+                        use_ray=self.suite.resources.use_ray,
+                        timeout_s=self.suite.resources.train_timeout_s)
+            loss = f", final loss {out.final_loss:.3f}" if out.final_loss is not None else ""
+            rec.detail = f"student {sid}{loss}"
+        return sid
+
+    def evaluate(self, model: Any, domain: str, rec: StepRecord,
+                 student_id: str | None) -> list[str]:
+        from students.evaluate import evaluate
+        from students.tasks.base import get_task
+
+        dom = self.suite.domains[domain]
+        tasks = [get_task(t.name, **t.args) for t in dom.tasks]
+        label = model if isinstance(model, str) else model.label
+        res = evaluate(model, tasks, self.ws.root, dom.eval_limit, self.suite.judge,
+                       student_id=student_id, progress=self.progress,
+                       backend=self.backends.get(label), backends=self.backends)
+        incomplete = [t.task for t in res.tasks if not t.complete]
+        if incomplete:
+            raise DatagenError(f"evaluation of {', '.join(incomplete)} had failed requests "
+                               "(rate limits or network): run the bench again to retry them")
+        if all(t.cached for t in res.tasks):
+            rec.status = "reused"
+        rec.detail = ", ".join(f"{t.task} {t.score:.3f}" for t in res.tasks)
+        return [t.eval_id for t in res.tasks]
+
+    # -- the whole bench -------------------------------------------------------------------
+    def run(self) -> BenchResult:
+        s = self.suite
+        cells = [CellResult(generator=g.name, method=m.name, domain=d) for g, m, d in s.cells()]
+        result = BenchResult(suite=s.name, workspace=self.ws.root, cells=cells, steps=self.steps)
+        baselines: dict[str, tuple[list[str], list[str]]] = {}
+        try:
+            for d in s.domains:
+                try:
+                    baselines[d] = self.baselines(d)
+                except _StepFailed as e:
+                    result.baseline_errors[d] = str(e)
+                    done = {r.step for r in self.steps if r.cell == f"baselines · {d}"}
+                    self.skip(f"baselines · {d}", [x for x in ("train reference",
+                              "evaluate base", "evaluate reference") if x not in done
+                              and (x != "train reference" or s.reference_for(d).kind == "gold")],
+                              "an earlier baseline step failed")
+            for (g, m, d), cell in zip(s.cells(), cells):
+                self.run_cell(g, m, d, cell, baselines.get(d),
+                                    result.baseline_errors.get(d))
+        finally:
+            self._ray.close()
+        with contextlib.suppress(_StepFailed), self.step("suite", "leaderboard and report") as rec:
+            self.finish(result, rec)
+        return result
+
+    def run_cell(self, g: SuiteGenerator, m: SuiteMethod, d: str, cell: CellResult,
+                       baseline: tuple[list[str], list[str]] | None,
+                       baseline_error: str | None) -> None:
+        from metrics.api import compute_pgr
+
+        label = cell.label
+        order = ["generate", "intrinsic metrics", "train student", "evaluate student", "PGR"]
+        current = order[0]
+        try:
+            with self.step(label, current) as rec:
+                cell.run_id = self.generate(g, m, d, rec)
+            current = order[1]
+            with self.step(label, current) as rec:
+                self.intrinsic(cell.run_id, rec)
+            current = order[2]
+            with self.step(label, current) as rec:
+                cell.student_id = self.train_student(cell.run_id, rec)
+            current = order[3]
+            with self.step(label, current) as rec:
+                cell.eval_ids = self.evaluate(cell.student_id, d, rec, cell.student_id)
+            current = order[4]
+            with self.step(label, current) as rec:
+                if baseline is None:
+                    raise DatagenError(f"no PGR without baselines: {baseline_error}")
+                res = compute_pgr(cell.run_id, base=baseline[0], reference=baseline[1],
+                                  students=cell.eval_ids, n_boot=self.suite.n_boot,
+                                  workspace=self.ws.root)
+                cell.pgr, cell.ci = res.pgr, (res.ci_low, res.ci_high)
+                rec.detail = f"PGR {res.pgr:.1f} [{res.ci_low:.1f}, {res.ci_high:.1f}]"
+        except _StepFailed as e:
+            cell.error, cell.failed_step = str(e), current
+            self.skip(label, order[order.index(current) + 1:], f"{current} failed")
+
+    def finish(self, result: BenchResult, rec: StepRecord) -> None:
+        from metrics import leaderboard as lb
+        from metrics.report import write_report
+        from metrics.store import Store
+
+        if not self.ws.db_path.exists():
+            raise InputError("nothing was stored: every cell failed before generating")
+        store = Store(self.ws.db_path)
+        ids = {c.run_id for c in result.cells if c.pgr is not None}
+        names = {c.generator for c in result.cells if c.pgr is not None}
+        result.leaderboard = [r for r in lb.leaderboard(store, "cell") if r["run_id"] in ids]
+        result.overall = [r for r in lb.leaderboard(store, "overall") if r["generator"] in names]
+        out = self.ws.root / self.suite.report
+        result.report_path = write_report(store, out, f"datagen bench: {self.suite.name}")
+        rec.detail = str(result.report_path)
+
+
+def bench(suite: Suite, *, workspace: str | Path | None = None, ray_address: str | None = None,
+          backends: dict[str, Any] | None = None, progress: bool | None = None,
+          reporter: Reporter | None = None) -> BenchResult:
+    """Run (or resume) ``suite`` in its workspace (see :func:`bench_workspace`).
+
+    ``backends`` maps generator names and model specs to ready backends (tests, custom
+    clients); ``reporter`` is told of every step as it starts and ends (the CLI prints them).
+    Each step is a synchronous API call with its own event loop; notebooks with a running loop
+    use :func:`abench`.
+    """
+    ws = bench_workspace(suite, workspace).ensure()
+    (ws.root / BENCH_DIR).mkdir(exist_ok=True)
+    (ws.root / BENCH_DIR / "suite.json").write_text(suite.model_dump_json(indent=2))
+    runner = _Runner(suite, ws, ray_address=ray_address, backends=backends, progress=progress,
+                     reporter=reporter)
+    return runner.run()
+
+
+async def abench(suite: Suite, **kwargs: Any) -> BenchResult:
+    """:func:`bench` in a worker thread, for callers inside an event loop (notebooks)."""
+    import asyncio
+
+    return await asyncio.to_thread(bench, suite, **kwargs)

@@ -1,0 +1,123 @@
+"""``datagen bench SUITE.yaml``: run a benchmark suite, or show its plan with ``--dry-run``.
+
+A thin layer over :func:`datagen.bench.bench` and :func:`datagen.bench_plan.plan_bench`: it
+prints one line per step as the bench goes (cell, step, overall count), then the leaderboard.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def _money(v: float | None) -> str:
+    return "?" if v is None else f"${v:,.2f}"
+
+
+def _print_plan(plan: Any) -> None:
+    from rich import box
+    from rich.table import Table
+
+    from datagen.cli import out
+
+    t = Table(box=box.SIMPLE_HEAD, title=f"suite {plan.suite}: generation plan",
+              title_justify="left")
+    for c in ("generator", "spec", "method", "domain", "n", "requests", "prompt tok",
+              "completion tok ≤", "cost ≤"):
+        t.add_column(c, justify="left" if c in ("generator", "spec", "method", "domain")
+                     else "right", no_wrap=True)
+    for c in plan.cells:
+        t.add_row(c.generator, c.spec, c.method, c.domain, str(c.n),
+                  f"{c.requests:,}{'' if c.exact else '+'}", f"{c.prompt_tokens:,}",
+                  f"{c.max_completion_tokens:,}", "local" if c.local else _money(c.cost_usd))
+    out.print(t)
+    for c in plan.cells:
+        if c.note:
+            out.print(f"  note · {c.generator} · {c.method} · {c.domain}: {c.note}")
+    out.print(f"generation: {plan.requests:,} requests, "
+              f"≈{sum(c.prompt_tokens for c in plan.cells):,} prompt tokens, "
+              f"≤{sum(c.max_completion_tokens for c in plan.cells):,} completion tokens, "
+              f"cost ≤ {_money(plan.cost_usd)} at list prices"
+              + (f" (no price known for {', '.join(plan.unpriced)})" if plan.unpriced else ""))
+    if plan.judge_requests:
+        out.print(f"judge metric: about {plan.judge_requests:,} judge requests")
+    recipes = sorted({r for _, r in plan.students})
+    out.print(f"students to train: {len(plan.students)} ({', '.join(recipes)})")
+    by_model: dict[str, int] = {}
+    unknown = False
+    for e in plan.evaluations:
+        by_model[e.model] = by_model.get(e.model, 0) + (e.items or 0)
+        unknown = unknown or e.items is None
+    n_items = sum(by_model.values())
+    out.print(f"evaluations: {len(plan.evaluations)} (model x task), {n_items:,} items"
+              + (" plus tasks of unknown size" if unknown else ""))
+    for note in plan.notes:
+        out.print(f"  note · {note}")
+    out.print(f"workspace: {plan.workspace}")
+
+
+def bench_command(
+    suite_file: Annotated[Path, typer.Argument(
+        metavar="SUITE", help="Suite YAML file (see configs/bench/).")],
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the plan, request counts, token and cost estimates; call "
+        "nothing.")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="Train students on this Ray cluster (Jobs API) instead of a "
+        "local Ray.")] = None,
+) -> None:
+    """Compare generator LMs end to end: generate, curate, score, train a student per cell,
+    evaluate, PGR, leaderboard and HTML report. Killed? Run it again: finished steps are reused."""
+    from datagen.bench import StepRecord, bench, bench_workspace
+    from datagen.cli import err, out, state
+    from datagen.cli_metrics import leaderboard_table
+    from datagen.suite import load_suite
+
+    suite = load_suite(suite_file)
+    if dry_run:
+        from datagen.bench_plan import plan_bench
+
+        _print_plan(plan_bench(suite, state.workspace))
+        return
+    ws = bench_workspace(suite, state.workspace)
+    err.print(f"bench [bold]{suite.name}[/]: {len(suite.cells())} cells in {ws.root}")
+    width = 0
+
+    def report(rec: StepRecord, started: bool) -> None:
+        nonlocal width
+        head = f"[{rec.index:>2}] {rec.cell} · {rec.step}"
+        if started:
+            err.print(f"[cyan]▶[/] {head}")
+            return
+        mark = {"done": "[green]✓[/]", "reused": "[green]↺[/]", "failed": "[red]✗[/]",
+                "skipped": "[yellow]-[/]", "interrupted": "[yellow]■[/]"}.get(rec.status, "?")
+        tail = rec.error if rec.status == "failed" else rec.detail
+        secs = f" ({rec.seconds:.0f} s)" if rec.status in ("done", "failed") else ""
+        err.print(f"{mark} {head}{secs}: {tail}" if tail else f"{mark} {head}{secs}")
+
+    result = bench(suite, workspace=state.workspace, ray_address=ray_address,
+                   progress=False if state.quiet else None, reporter=report)
+    if result.leaderboard:
+        t, ties = leaderboard_table(result.leaderboard, "cell", out.width)
+        t.title = f"per cell: {t.title}" if t.title else "per cell"
+        t.title_justify = "left"
+        out.print(t)
+        if len({r["generator"] for r in result.overall}) > 1 and len(result.leaderboard) > len(
+                result.overall):
+            t2, ties2 = leaderboard_table(result.overall, "overall", out.width)
+            t2.title, t2.title_justify = "overall", "left"
+            out.print(t2)
+            ties = ties or ties2
+        if ties:
+            err.print("≈ not separable from the row above: the 95% CI of their PGR difference "
+                      "contains 0")
+    for d, e in result.baseline_errors.items():
+        err.print(f"[red]baselines of {d} failed[/]: {e}")
+    for c in result.failed:
+        err.print(f"[red]cell failed[/] {c.label} at {c.failed_step}: {c.error}")
+    if result.report_path:
+        err.print(f"report: {result.report_path}")
+    if result.failed or result.baseline_errors:
+        raise typer.Exit(1)

@@ -1,0 +1,273 @@
+"""Benchmark suites: which generators, methods and domains to compare, and how, in one YAML file.
+
+A suite is validated in full before anything runs (unknown keys, unknown methods, tasks and
+domains, a reference that cannot be built are all one line naming the key), so a typo costs a
+second, not an hour of generation. The shape, with defaults::
+
+    name: quickstart
+    n: 256                       # instances (or seed rows) per cell
+    generators:
+      - {name: smollm2-t0.2, spec: hf:smollm2, sampling: {temperature: 0.2, max_tokens: 16}}
+    methods: [response-generation]          # or {name: ..., args: {...}}
+    domains:
+      arithmetic: {tasks: [arithmetic], eval_limit: 200}
+    curation: {decontaminate: false}        # generators.curation.CurationConfig
+    intrinsic: [stats, diversity]
+    student: {recipe: smollm2-lora, overrides: {learning_rate: 0.001}}
+    base: untrained                         # or {model: SPEC}
+    reference: gold                         # or {model: SPEC}
+
+``base: untrained`` evaluates the student's own base model before training. ``reference: gold``
+trains the same recipe on the domain's gold seed rows (instruction and human response), as many
+as a cell uses, so PGR reads "how much of the gap between the untrained model and one trained on
+gold data of the same size does this generator's data recover". Both may be set per domain.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from datagen.errors import ConfigError, InputError
+from datagen.records import GeneratorSpec, validation_message
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SuiteGenerator(_Config):
+    """One generator configuration; ``name`` is what the leaderboard shows."""
+
+    name: str = Field(min_length=1)
+    spec: str = Field(min_length=1, description="provider:model[@url] or a generator YAML file")
+    sampling: dict[str, Any] = Field(default_factory=dict)
+    limits: dict[str, Any] = Field(default_factory=dict)
+    price: dict[str, float] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    api_key_env: str | None = None
+
+
+class SuiteMethod(_Config):
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class SuiteTask(_Config):
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class Baseline(_Config):
+    """A base or reference: a model evaluated as is, the student's untrained base model, or
+    (reference only) a student trained on the domain's gold data."""
+
+    kind: Literal["model", "untrained", "gold"]
+    model: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"model {self.model}" if self.kind == "model" else self.kind
+
+
+def _baseline(value: Any) -> Any:
+    if isinstance(value, str):
+        if value in ("untrained", "gold"):
+            return {"kind": value}
+        raise ValueError(f"{value!r}: use 'untrained', 'gold' or {{model: SPEC}}")
+    if isinstance(value, dict) and "kind" not in value:
+        if set(value) != {"model"}:
+            raise ValueError("a model baseline is {model: SPEC} and nothing else")
+        return {"kind": "model", **value}
+    return value
+
+
+class SuiteDomain(_Config):
+    seeds: str | None = Field(None, description="seed set (default builtin:<domain>)")
+    n: int | None = Field(None, ge=1, description="per-domain override of the suite's n")
+    tasks: list[SuiteTask] = Field(min_length=1)
+    eval_limit: int | None = Field(None, ge=1, description="first N items of each task")
+    base: Baseline | None = None
+    reference: Baseline | None = None
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _tasks(cls, v: Any) -> Any:
+        return [{"name": t} if isinstance(t, str) else t for t in (v or [])]
+
+    @field_validator("base", "reference", mode="before")
+    @classmethod
+    def _baselines(cls, v: Any) -> Any:
+        return _baseline(v)
+
+
+class SuiteStudent(_Config):
+    recipe: str = Field("tiny-llama", description="a preset or a recipe YAML file")
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class SuiteResources(_Config):
+    """Where work runs (operational: never part of any id)."""
+
+    use_ray: bool = Field(True, description="train students as Ray tasks/jobs")
+    ray_address: str | None = Field(None, description="a Ray cluster (Jobs API); default local")
+    train_timeout_s: float | None = Field(None, gt=0)
+
+
+class Suite(_Config):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    n: int = Field(256, ge=1)
+    generators: list[SuiteGenerator] = Field(min_length=1)
+    methods: list[SuiteMethod] = Field(min_length=1)
+    domains: dict[str, SuiteDomain] = Field(min_length=1)
+    curation: dict[str, Any] = Field(default_factory=dict)
+    intrinsic: list[str] = Field(default_factory=lambda: ["stats", "diversity"])
+    intrinsic_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    judge: str | None = Field(None, description="judge LM for the judge metric and judge tasks")
+    student: SuiteStudent = Field(default_factory=SuiteStudent)
+    base: Baseline = Field(default_factory=lambda: Baseline(kind="untrained"))
+    reference: Baseline = Field(default_factory=lambda: Baseline(kind="gold"))
+    n_boot: int = Field(1000, ge=100)
+    resources: SuiteResources = Field(default_factory=SuiteResources)
+    report: str = Field("report.html", description="the HTML report, relative to the workspace")
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods(cls, v: Any) -> Any:
+        return [{"name": m} if isinstance(m, str) else m for m in (v or [])]
+
+    @field_validator("base", "reference", mode="before")
+    @classmethod
+    def _baselines(cls, v: Any) -> Any:
+        return _baseline(v)
+
+    # -- derived ---------------------------------------------------------------------------
+    def domain_n(self, domain: str) -> int:
+        return self.domains[domain].n or self.n
+
+    def base_for(self, domain: str) -> Baseline:
+        return self.domains[domain].base or self.base
+
+    def reference_for(self, domain: str) -> Baseline:
+        return self.domains[domain].reference or self.reference
+
+    def seeds_for(self, domain: str) -> str:
+        return self.domains[domain].seeds or f"builtin:{domain}"
+
+    def cells(self) -> list[tuple[SuiteGenerator, SuiteMethod, str]]:
+        """Every generator x method x domain, generators outermost (the order they run in)."""
+        return [(g, m, d) for g in self.generators for m in self.methods for d in self.domains]
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and fully validate a suite file; every problem is one :class:`ConfigError` line."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"no such suite file: {path}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with name, generators, methods, domains")
+    return parse_suite(data, str(path))
+
+
+def parse_suite(data: dict[str, Any], where: str = "suite") -> Suite:
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{where}: {validation_message(e)}") from None
+    check_suite(suite, where)
+    return suite
+
+
+def check_suite(suite: Suite, where: str = "suite") -> None:
+    """What pydantic cannot see: names resolve in their registries, names are unique, each
+    generator spec and the recipe parse, the baselines can be built."""
+    from datagen.api import load_generator
+    from generators.domains.formats import DOMAINS
+    from generators.methods.base import METHODS
+    from metrics.intrinsic import METRICS
+    from students.recipes import SCRATCH, load_recipe
+    from students.tasks.base import TASKS
+
+    def fail(key: str, msg: str) -> None:
+        raise ConfigError(f"{where}: {key}: {msg}")
+
+    names = [g.name for g in suite.generators]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        fail("generators", f"duplicate name(s) {', '.join(dup)}: every configuration needs its "
+             "own name")
+    for i, g in enumerate(suite.generators):
+        try:
+            generator_spec(g, load_generator)
+        except ConfigError as e:
+            fail(f"generators.{i}", str(e))
+    for i, m in enumerate(suite.methods):
+        try:
+            method = METHODS.get(m.name)(**m.args)
+        except ConfigError as e:
+            fail(f"methods.{i}", str(e))
+        if not method.uses_domain:
+            fail(f"methods.{i}", f"{m.name} takes no domain; a suite compares domain methods "
+                 "(instance-generation, response-generation, quality-enhancement, ...)")
+    for d, dom in suite.domains.items():
+        try:
+            DOMAINS.get(d)
+        except ConfigError as e:
+            fail(f"domains.{d}", str(e))
+        for j, t in enumerate(dom.tasks):
+            try:
+                task = TASKS.get(t.name)(**t.args)
+            except ConfigError as e:
+                fail(f"domains.{d}.tasks.{j}", str(e))
+            if task.needs_judge and not suite.judge:
+                fail(f"domains.{d}.tasks.{j}", f"task {t.name} needs a judge: set judge: SPEC")
+    for name in suite.intrinsic:
+        try:
+            METRICS.get(name)
+        except ConfigError as e:
+            fail("intrinsic", str(e))
+    if "judge" in suite.intrinsic and not suite.judge and "judge" not in suite.intrinsic_config:
+        fail("intrinsic", "the judge metric needs a judge LM: set judge: SPEC")
+    try:
+        recipe = load_recipe(suite.student.recipe, **suite.student.overrides)
+    except (ConfigError, InputError) as e:
+        fail("student", str(e))
+    if recipe.kind != "sft":
+        fail("student", f"recipe {suite.student.recipe} is {recipe.kind}; a suite trains SFT "
+             "students on each cell's instances")
+    for d in suite.domains:
+        for role, b in (("base", suite.base_for(d)), ("reference", suite.reference_for(d))):
+            key = f"domains.{d}.{role}" if getattr(suite.domains[d], role) else role
+            if b.kind == "model" and not b.model:
+                fail(key, "give {model: SPEC}")
+            if b.kind == "untrained" and recipe.base_model == SCRATCH:
+                fail(key, "an untrained scratch model cannot be evaluated (it has no tokenizer "
+                     "until trained): give {model: SPEC}")
+            if b.kind == "gold" and role == "base":
+                fail(key, "gold is a reference; the base is 'untrained' or {model: SPEC}")
+            if b.kind == "untrained" and role == "reference":
+                fail(key, "the reference must beat the base: use gold or {model: SPEC}")
+    if suite.base == suite.reference:
+        fail("reference", "the same as the base: PGR would be undefined")
+
+
+def generator_spec(g: SuiteGenerator, load: Any = None) -> GeneratorSpec:
+    """The :class:`GeneratorSpec` of a suite entry (its name set, for tables)."""
+    if load is None:
+        from datagen.api import load_generator as load
+    extra: dict[str, Any] = {k: v for k, v in (("sampling", g.sampling), ("limits", g.limits),
+                               ("options", g.options)) if v}
+    if g.price is not None:
+        extra["price"] = g.price
+    if g.api_key_env:
+        extra["api_key_env"] = g.api_key_env
+    spec: GeneratorSpec = load(g.spec, name=g.name, **extra)
+    return spec
