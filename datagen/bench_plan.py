@@ -12,6 +12,9 @@ completion tokens are bounded by ``max_tokens``, so the cost is an upper bound a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +77,54 @@ def _tokens(messages: list[Any]) -> int:
     return sum(len(m.content) for m in messages) // CHARS_PER_TOKEN + 4 * len(messages)
 
 
-def plan_cell(suite: Suite, g: Any, m: Any, domain: str) -> CellPlan:
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    """A dry run calls nothing, the HF Hub included: Hub seed and task sets are read from the
+    local cache when they are there, else estimated (no retries against an unreachable Hub)."""
+    import sys
+
+    old = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    patched: list[tuple[Any, Any]] = []
+    for mod in ("huggingface_hub.constants", "datasets.config"):
+        m: Any = sys.modules.get(mod)
+        if m is not None and hasattr(m, "HF_HUB_OFFLINE"):
+            patched.append((m, m.HF_HUB_OFFLINE))
+            m.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        for mod_obj, value in patched:
+            mod_obj.HF_HUB_OFFLINE = value
+        if old is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = old
+
+
+def _short(e: Exception) -> str:
+    text = str(e)
+    return text if len(text) <= 90 else text[:87] + "..."
+
+
+def _seed_sources(suite: Suite) -> dict[str, tuple[str, str | None]]:
+    """Per domain, the seed set to plan with and a note when it is a stand-in."""
+    from datagen.sources import load_rows
+
+    out: dict[str, tuple[str, str | None]] = {}
+    for d in suite.domains:
+        uri = suite.seeds_for(d)
+        try:
+            load_rows(uri, limit=1)
+            out[d] = (uri, None)
+        except DatagenError as e:
+            out[d] = (f"builtin:{d}", f"{d}: seeds {uri} not readable here, so counts and "
+                      f"tokens are estimated from builtin:{d} ({_short(e)})")
+    return out
+
+
+def plan_cell(suite: Suite, g: Any, m: Any, domain: str,
+              seeds: tuple[str, str | None] | None = None) -> CellPlan:
     from datagen.api import plan_run
     from generators.pricing import cost, price_for
 
@@ -82,15 +132,9 @@ def plan_cell(suite: Suite, g: Any, m: Any, domain: str) -> CellPlan:
     n = suite.domain_n(domain)
     kw: dict[str, Any] = {"n": n, "method": m.name, "method_args": m.args, "domain": domain,
                           "curation": suite.curation}
-    note = None
-    run_id: str | None = None
-    try:
-        plan = plan_run(spec, suite.seeds_for(domain), **kw)
-        run_id = plan.run_id
-    except DatagenError as e:
-        plan = plan_run(spec, f"builtin:{domain}", **kw)
-        note = (f"seeds {suite.seeds_for(domain)} not readable here ({e}); estimated from "
-                f"builtin:{domain}")
+    uri, note = seeds or (suite.seeds_for(domain), None)
+    plan = plan_run(spec, uri, **kw)
+    run_id: str | None = plan.run_id if note is None else None
     requests, exact = asyncio.run(plan.requests())
     count = len(requests)
     prompt = sum(_tokens(r.messages) for r in requests)
@@ -105,6 +149,9 @@ def plan_cell(suite: Suite, g: Any, m: Any, domain: str) -> CellPlan:
     usd: float | None = 0.0 if local else (
         cost(price, Usage(prompt_tokens=prompt, completion_tokens=completion))
         if price is not None else None)
+    if note is None and plan.method.n_means == "rows" and count < n:
+        note = (f"{domain}: {uri} has only {len(plan.rows)} seed rows, fewer than n={n}: "
+                "give the domain a larger `seeds:` set")
     if not exact:
         note = "; ".join(x for x in (note, "later rounds depend on answers: counts are a lower "
                                      "bound") if x)
@@ -118,11 +165,18 @@ def plan_bench(suite: Suite, workspace: str | Path | None = None) -> BenchPlan:
     """The plan of ``suite``: per cell the requests, tokens and cost bound; the students to
     train; the evaluations to run. Reads seed and task files; calls no model."""
     from datagen.bench import bench_workspace
+
+    ws = bench_workspace(suite, workspace)
+    with _hub_offline():
+        return _plan(suite, ws.root)
+
+
+def _plan(suite: Suite, root: Path) -> BenchPlan:
     from students.recipes import load_recipe
     from students.tasks.base import get_task
 
-    ws = bench_workspace(suite, workspace)
-    cells = [plan_cell(suite, g, m, d) for g, m, d in suite.cells()]
+    seeds = _seed_sources(suite)
+    cells = [plan_cell(suite, g, m, d, seeds[d]) for g, m, d in suite.cells()]
     recipe = load_recipe(suite.student.recipe, **suite.student.overrides)
     students = [(f"{c.generator} · {c.method} · {c.domain}", recipe.label) for c in cells]
     evaluations: list[EvalPlan] = []
@@ -141,11 +195,12 @@ def plan_bench(suite: Suite, workspace: str | Path | None = None) -> BenchPlan:
                 items: int | None = len(get_task(t.name, **t.args).load(dom.eval_limit)[0])
             except DatagenError as e:
                 items = dom.eval_limit
-                notes.append(f"task {t.name}: data not readable here ({e})")
+                notes.append(f"task {t.name}: data not readable here, its size is unknown "
+                             f"({_short(e)})")
             evaluations += [EvalPlan(model=mo, domain=d, task=t.name, items=items)
                             for mo in models]
     judge = 0
     if "judge" in suite.intrinsic:
         judge = sum(min(c.requests, c.n) for c in cells)
-    return BenchPlan(suite=suite.name, workspace=ws.root, cells=cells, students=students,
+    return BenchPlan(suite=suite.name, workspace=root, cells=cells, students=students,
                      evaluations=evaluations, judge_requests=judge, notes=notes)

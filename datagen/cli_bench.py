@@ -12,6 +12,14 @@ from typing import Annotated, Any
 import typer
 
 
+def _count(n: int) -> str:
+    """12,345 -> 12.3k: plan tables stay readable in 80 columns."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
 def _money(v: float | None) -> str:
     return "?" if v is None else f"${v:,.2f}"
 
@@ -23,22 +31,23 @@ def _print_plan(plan: Any) -> None:
     from datagen.cli import out
 
     t = Table(box=box.SIMPLE_HEAD, title=f"suite {plan.suite}: generation plan",
-              title_justify="left")
-    for c in ("generator", "spec", "method", "domain", "n", "requests", "prompt tok",
-              "completion tok ≤", "cost ≤"):
-        t.add_column(c, justify="left" if c in ("generator", "spec", "method", "domain")
-                     else "right", no_wrap=True)
+              title_justify="left", pad_edge=False, collapse_padding=True)
+    for c in ("generator", "method", "domain", "reqs", "in tok", "out tok ≤", "cost ≤"):
+        t.add_column(c, justify="left" if c in ("generator", "method", "domain") else "right",
+                     no_wrap=c != "generator", overflow="fold",
+                     min_width=12 if c == "generator" else None)
     for c in plan.cells:
-        t.add_row(c.generator, c.spec, c.method, c.domain, str(c.n),
-                  f"{c.requests:,}{'' if c.exact else '+'}", f"{c.prompt_tokens:,}",
-                  f"{c.max_completion_tokens:,}", "local" if c.local else _money(c.cost_usd))
+        t.add_row(c.generator, c.method, c.domain, _count(c.requests) + ("" if c.exact else "+"),
+                  _count(c.prompt_tokens), _count(c.max_completion_tokens),
+                  "local" if c.local else _money(c.cost_usd))
     out.print(t)
-    for c in plan.cells:
-        if c.note:
-            out.print(f"  note · {c.generator} · {c.method} · {c.domain}: {c.note}")
+    specs = dict.fromkeys(f"{c.generator} = {c.spec}" for c in plan.cells)
+    out.print("generators: " + "; ".join(specs))
+    for note in dict.fromkeys(c.note for c in plan.cells if c.note):  # once each, in order
+        out.print(f"  note: {note}")
     out.print(f"generation: {plan.requests:,} requests, "
-              f"≈{sum(c.prompt_tokens for c in plan.cells):,} prompt tokens, "
-              f"≤{sum(c.max_completion_tokens for c in plan.cells):,} completion tokens, "
+              f"≈{_count(sum(c.prompt_tokens for c in plan.cells))} prompt tokens, "
+              f"≤{_count(sum(c.max_completion_tokens for c in plan.cells))} output tokens, "
               f"cost ≤ {_money(plan.cost_usd)} at list prices"
               + (f" (no price known for {', '.join(plan.unpriced)})" if plan.unpriced else ""))
     if plan.judge_requests:
@@ -54,7 +63,7 @@ def _print_plan(plan: Any) -> None:
     out.print(f"evaluations: {len(plan.evaluations)} (model x task), {n_items:,} items"
               + (" plus tasks of unknown size" if unknown else ""))
     for note in plan.notes:
-        out.print(f"  note · {note}")
+        out.print(f"  note: {note}")
     out.print(f"workspace: {plan.workspace}")
 
 

@@ -248,13 +248,13 @@ def check_suite(suite: Suite, where: str = "suite") -> None:
             key = f"domains.{d}.{role}" if getattr(suite.domains[d], role) else role
             if b.kind == "model" and not b.model:
                 fail(key, "give {model: SPEC}")
-            if b.kind == "untrained" and recipe.base_model == SCRATCH:
-                fail(key, "an untrained scratch model cannot be evaluated (it has no tokenizer "
-                     "until trained): give {model: SPEC}")
             if b.kind == "gold" and role == "base":
                 fail(key, "gold is a reference; the base is 'untrained' or {model: SPEC}")
             if b.kind == "untrained" and role == "reference":
                 fail(key, "the reference must beat the base: use gold or {model: SPEC}")
+            if b.kind == "untrained" and recipe.base_model == SCRATCH:
+                fail(key, "an untrained scratch model cannot be evaluated (it has no tokenizer "
+                     "until trained): give {model: SPEC}")
     if suite.base == suite.reference:
         fail("reference", "the same as the base: PGR would be undefined")
 

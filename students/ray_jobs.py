@@ -91,6 +91,10 @@ def local_ray() -> Iterator[None]:
         yield
         return
     temp_dir = tempfile.mkdtemp(prefix="dg-ray-")  # short: Ray's socket paths have a limit
+    # Ray announces that it turned token authentication on for this private cluster; it stays on,
+    # the notice is noise in every bench's output.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR)
     ray.init(address="local", include_dashboard=False, num_cpus=os.cpu_count() or 1,
              _temp_dir=temp_dir, object_store_memory=256 * 1024 * 1024,
              log_to_driver=sys.stderr.isatty(), logging_level=logging.WARNING)

@@ -229,3 +229,41 @@ async def test_winrate_can_show_a_human_reference_as_a_guide(tmp_path):
 
     await task.score(items, answers(["hi"]), ScoreContext(judge=_judge_engine(judge).generate))
     assert len(seen) == 2 and all("written by a person" in s and "Hi there!" in s for s in seen)
+
+
+# -- arithmetic (the offline quickstart's task) -------------------------------------------------
+async def test_arithmetic_scores_the_stated_sum_in_any_form() -> None:
+    from students.tasks.base import ScoreContext, get_task
+
+    task = get_task("arithmetic")
+    items, src = task.load(limit=3)
+    assert src.uri == "builtin:arithmetic-test" and len(items) == 3
+    item = items[0]
+    a, b = (int(x) for x in item.prompt.removeprefix("What is ").rstrip("?").split(" plus "))
+    ctx = ScoreContext()
+    for answer, want in ((str(a + b), 1.0), (f"{a} + {b} = {a + b}", 1.0),
+                         (f"{a} + {b} = {a + b + 1}", 0.0), (f"The sum of {a} and {b}", 0.0),
+                         ("no idea", 0.0), (f"{a + b:,}", 1.0)):
+        got = await task.score_item(item, answer, ctx)
+        assert got.score == want, answer
+
+
+def test_arithmetic_train_seeds_and_test_items_share_no_question() -> None:
+    from datagen.sources import load_rows
+
+    train, _ = load_rows("builtin:arithmetic")
+    test, _ = load_rows("builtin:arithmetic-test")
+    assert len(train) == 1024 and len(test) == 500
+    assert not {r["instruction"] for r in train} & {r["instruction"] for r in test}
+    for r in train + test:  # the gold answers are right
+        a, b = (int(x) for x in r["instruction"][8:-1].split(" plus "))
+        assert r["response"] == f"{a} + {b} = {a + b}" and r["answer"] == str(a + b)
+
+
+def test_arithmetic_domain_accepts_an_integer_answer_and_rejects_none() -> None:
+    from generators.domains.formats import get_domain
+
+    dom = get_domain("arithmetic")
+    assert dom.validate("What is 12 plus 30?", "12 + 30 = 42").ok
+    bad = dom.validate("What is 12 plus 30?", "A + B = C")
+    assert not bad.ok and bad.reason == "no integer answer"
