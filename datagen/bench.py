@@ -59,6 +59,7 @@ class StepRecord:
     cell: str
     step: str
     status: str
+    total: int = 0  # steps in the whole bench, for "step 7 of 24"
     seconds: float = 0.0
     detail: str = ""
     error: str | None = None
@@ -130,7 +131,8 @@ class _Runner:
     # -- step bookkeeping --------------------------------------------------------------------
     @contextlib.contextmanager
     def step(self, cell: str, name: str) -> Iterator[StepRecord]:
-        rec = StepRecord(index=len(self.steps) + 1, cell=cell, step=name, status="running")
+        rec = StepRecord(index=len(self.steps) + 1, cell=cell, step=name, status="running",
+                         total=self.total)
         self.steps.append(rec)
         if self.reporter:
             self.reporter(rec, True)
@@ -158,7 +160,7 @@ class _Runner:
     def skip(self, cell: str, names: list[str], why: str) -> None:
         for name in names:
             rec = StepRecord(index=len(self.steps) + 1, cell=cell, step=name, status="skipped",
-                             detail=why)
+                             detail=why, total=self.total)
             self.steps.append(rec)
             if self.reporter:
                 self.reporter(rec, False)

@@ -92,11 +92,9 @@ def bench_command(
         return
     ws = bench_workspace(suite, state.workspace)
     err.print(f"bench [bold]{suite.name}[/]: {len(suite.cells())} cells in {ws.root}")
-    width = 0
-
     def report(rec: StepRecord, started: bool) -> None:
-        nonlocal width
-        head = f"[{rec.index:>2}] {rec.cell} · {rec.step}"
+        w = len(str(rec.total))
+        head = f"[{rec.index:>{w}}/{rec.total}] {rec.cell} · {rec.step}"
         if started:
             err.print(f"[cyan]▶[/] {head}")
             return

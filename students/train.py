@@ -302,6 +302,11 @@ def _train(recipe: Recipe, ref: DataRef, out: Path, rec: StudentRecord) -> Stude
     torch.set_num_threads(recipe.resources.threads)
     rows = load_examples(ref)
     trainer = build_trainer(recipe, rows, out)
+    from transformers import PrinterCallback
+
+    # Without a terminal, the Trainer prints every log entry as a dict; the loss curve is in
+    # metrics.jsonl already, so only errors and the caller's own lines reach the output.
+    trainer.remove_callback(PrinterCallback)
     started = time.time()
     result = trainer.train()
     seconds = time.time() - started

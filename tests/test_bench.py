@@ -204,6 +204,6 @@ def test_cli_bench_prints_each_step_and_exits_1_when_a_cell_has_no_pgr(tmp_path:
     path.write_text(yaml.safe_dump(_suite(generators=[{"name": "echo", "spec": "fake:echo"}])))
     res = CliRunner().invoke(app, ["-q", "bench", str(path)])
     assert res.exit_code == 1, res.output
-    assert "[ 1] baselines · arithmetic · evaluate base" in res.output
+    assert "[1/8] baselines · arithmetic · evaluate base" in res.output
     assert "echo · response-generation · arithmetic · train student" in res.output
     assert "cell failed" in res.output and "PGR is undefined" in res.output

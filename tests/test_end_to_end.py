@@ -72,3 +72,36 @@ def test_students_on_generated_and_gold_data_are_evaluated_into_duckdb(tmp_path)
             assert con.execute("SELECT count(*) FROM scores WHERE eval_id = ?",
                                [r.eval_id]).fetchone()[0] >= 1
         assert con.execute("SELECT count(*) FROM students").fetchone() == (2,)
+
+
+def test_quickstart_bench_ranks_the_generators_and_a_rerun_reuses_every_step(tmp_path):
+    """README's main command: the offline quickstart suite end to end (SmolLM2 generators, Ray
+    students, 500 held-out items), then the same suite again, which trains and generates nothing."""
+    import re
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from datagen.bench import bench
+    from datagen.cli import app
+    from datagen.suite import load_suite
+
+    suite_path = Path(__file__).resolve().parents[1] / "configs" / "bench" / "quickstart.yaml"
+    ws = tmp_path / "bench"
+    res = CliRunner().invoke(app, ["-q", "-w", str(ws), "bench", str(suite_path)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    for name in ("smollm2-t0.2", "smollm2-t1.0"):
+        assert re.search(rf"{re.escape(name)} -?\d+\.\d \[-?\d+\.\d, -?\d+\.\d\]", text), text
+    report = ws / "report.html"
+    assert report.is_file() and "smollm2-t0.2" in report.read_text()
+
+    again = bench(load_suite(suite_path), workspace=ws, progress=False)
+    heavy = [r for r in again.steps if r.step not in ("PGR", "leaderboard and report")]
+    assert heavy and all(r.status == "reused" for r in heavy), [(r.cell, r.step, r.status)
+                                                                 for r in heavy]
+    with duckdb.connect(str(ws / "datagen.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT generator, pgr, ci_low, ci_high FROM pgr WHERE task = '*' "
+                           "ORDER BY generator").fetchall()
+    assert [r[0] for r in rows] == ["smollm2-t0.2", "smollm2-t1.0"]
+    assert all(lo <= p <= hi for _, p, lo, hi in rows)
