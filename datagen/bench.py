@@ -119,6 +119,7 @@ class _Runner:
         self.steps: list[StepRecord] = []
         self.total = self._count_steps()
         self._ray = contextlib.ExitStack()
+        self._ray_started = False
         from students.recipes import load_recipe
 
         self.recipe = load_recipe(suite.student.recipe, **suite.student.overrides)
@@ -174,8 +175,6 @@ class _Runner:
 
         self._ray.enter_context(local_ray())
         self._ray_started = True
-
-    _ray_started = False
 
     # -- baselines -------------------------------------------------------------------------
     def baselines(self, domain: str) -> tuple[list[str], list[str]]:
