@@ -248,10 +248,12 @@ class _Runner:
         plan = plan_run(spec, self.suite.seeds_for(domain), **kw)
         store = Store(self.ws.db_path)
         with store.connect() as con:
-            row = con.execute("SELECT status, n_valid, n_instances FROM runs WHERE run_id = ?",
-                              [plan.run_id]).fetchone()
-        if row and row[0] == "finished" and (self.ws.run_dir(plan.run_id) / "data.parquet"
-                                             ).exists():
+            row = con.execute("SELECT status, n_valid, n_instances, n_failed FROM runs "
+                              "WHERE run_id = ?", [plan.run_id]).fetchone()
+        # A run with failed requests goes through generate again: it sends only those (rate
+        # limits, network), and reads everything else from its log.
+        if row and row[0] == "finished" and not row[3] and (
+                self.ws.run_dir(plan.run_id) / "data.parquet").exists():
             rec.status, rec.detail = "reused", f"run {plan.run_id}: {row[1]}/{row[2]} valid"
             return plan.run_id
         result = generate(

@@ -29,9 +29,11 @@ class DataRef(Config):
 
     @property
     def parent(self) -> str:
-        """The student id's parent: a run's id (a run's data is a function of its id), else the
-        file's content hash (moving or renaming the file keeps the id)."""
-        return self.run_id or f"file:{self.fingerprint}"
+        """The student id's parent: the run's id and its data's content hash, else the file's
+        content hash (moving or renaming the file keeps the id). A run's id alone is not enough:
+        a run that finished with rate-limited requests gains rows when it is run again, and a
+        student of the shorter data must not stand in for one of the completed data."""
+        return f"{self.run_id}:{self.fingerprint}" if self.run_id else f"file:{self.fingerprint}"
 
 
 class StudentRecord(Config):

@@ -207,3 +207,26 @@ def test_cli_bench_prints_each_step_and_exits_1_when_a_cell_has_no_pgr(tmp_path:
     assert "[1/8] baselines · arithmetic · evaluate base" in res.output
     assert "echo · response-generation · arithmetic · train student" in res.output
     assert "cell failed" in res.output and "PGR is undefined" in res.output
+
+
+def test_a_run_with_rate_limited_requests_is_retried_by_the_next_bench() -> None:
+    calls = {"n": 0}
+
+    def flaky(req: GenRequest) -> Any:
+        calls["n"] += 1
+        return {"error": 429} if calls["n"] <= 3 else f"= {_sum(req)}"
+
+    data = _suite(generators=[{"name": "right", "spec": "fake:right",
+                               "limits": {"max_retries": 0}}])
+    backends = _backends()
+    backends["right"] = FakeBackend(GeneratorSpec.parse("fake:right"), responder=flaky)
+    first = bench(parse_suite(data), backends=backends)
+    assert first.cells[0].run_id is not None  # trained on the 9 answered rows
+
+    again = _backends()
+    second = bench(parse_suite(data), backends=again)
+    gen = next(r for r in second.steps if r.step == "generate")
+    assert gen.status == "done" and len(again["right"].history) == 3  # only the failed ones
+    assert "12/12 valid" in gen.detail
+    train = next(r for r in second.steps if r.step == "train student")
+    assert train.status == "done"  # new data, so a new student
