@@ -18,7 +18,7 @@ def eval_command(
         "student id (its model is WORKSPACE/students/ID/model).")],
     task: Annotated[list[str] | None, typer.Option(
         "--task", "-t", help="Task, repeatable: gsm8k, math500, mbpp, humaneval, ifeval, "
-        "winrate (needs --judge).")] = None,
+        "arithmetic, winrate (needs --judge).")] = None,
     limit: Annotated[int | None, typer.Option(
         "--limit", "-n", help="Only the first N items of each task (a fixed slice).")] = None,
     judge: Annotated[str | None, typer.Option(
