@@ -99,6 +99,13 @@ class BenchResult:
         return [c for c in self.cells if c.error]
 
 
+def _one_line(e: BaseException) -> str:
+    """An unexpected exception as one line (its full traceback is logged with --debug)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = f"{type(e).__name__}: {lines[0] if lines else ''}"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 class _StepFailed(Exception):
     pass
 
@@ -144,7 +151,7 @@ class _Runner:
             rec.status, rec.error = "failed", str(e)
         except Exception as e:  # a bug in one cell must not cost the others
             log.debug("step %s of %s raised", name, cell, exc_info=True)
-            rec.status, rec.error = "failed", f"{type(e).__name__}: {e}"
+            rec.status, rec.error = "failed", _one_line(e)
         except BaseException:  # KeyboardInterrupt: the bench stops; a re-run resumes here
             rec.status = "interrupted"
             raise

@@ -95,6 +95,7 @@ def local_ray() -> Iterator[None]:
     # the notice is noise in every bench's output.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
         logging.ERROR)
+    _refresh_ray_auth()
     ray.init(address="local", include_dashboard=False, num_cpus=os.cpu_count() or 1,
              _temp_dir=temp_dir, object_store_memory=256 * 1024 * 1024,
              log_to_driver=sys.stderr.isatty(), logging_level=logging.WARNING)
@@ -103,6 +104,20 @@ def local_ray() -> Iterator[None]:
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _refresh_ray_auth() -> None:
+    """Forget the token and auth mode Ray cached earlier in this process. A Jobs API client
+    used before (another cluster's token) would otherwise make the new private cluster's GCS
+    refuse its own driver ("InvalidAuthToken")."""
+    try:
+        import ray._raylet as raylet
+        from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]
+
+        AuthenticationTokenLoader.instance().reset_cache()
+        raylet.Config.initialize("")  # type: ignore[attr-defined]
+    except (ImportError, AttributeError):  # another Ray version: nothing cached to forget
+        pass
 
 
 def _run_local(jobs: list[Job], ws: Workspace, timeout_s: float | None) -> list[Outcome]:
