@@ -262,12 +262,23 @@ class _Runner:
         if row and row[0] == "finished" and not row[3] and (
                 self.ws.run_dir(plan.run_id) / "data.parquet").exists():
             rec.status, rec.detail = "reused", f"run {plan.run_id}: {row[1]}/{row[2]} valid"
+            if not row[1]:
+                raise DatagenError(f"run {plan.run_id} kept no valid instance to train on: see "
+                                   f"`datagen -w {self.ws.root} runs show {plan.run_id}`")
             return plan.run_id
         result = generate(
             spec, self.suite.seeds_for(domain), workspace=self.ws.root, progress=self.progress,
             backend=self.backends.get(g.name), backends=self.backends, **kw)
         rec.detail = (f"run {result.run_id}: {len(result.valid)}/{len(result.instances)} valid, "
                       f"{result.stats.sent} sent, {result.stats.reused} reused")
+        if not result.valid:
+            from collections import Counter
+
+            reasons = Counter(x.reject_reason or "rejected" for x in result.instances)
+            top = ", ".join(f"{r} ({k})" for r, k in reasons.most_common(2))
+            raise DatagenError(
+                f"run {result.run_id} kept no valid instance to train on ({top}): see `datagen "
+                f"-w {self.ws.root} runs show {result.run_id}`")
         return result.run_id
 
     def intrinsic(self, run_id: str, rec: StepRecord) -> None:

@@ -189,10 +189,11 @@ def test_a_failing_cell_is_reported_and_the_others_go_on() -> None:
     result = bench(parse_suite(_suite()), backends=backends)
     failed = {c.generator: c for c in result.failed}
     assert set(failed) == {"wrong"}
-    assert failed["wrong"].failed_step == "train student"
+    assert failed["wrong"].failed_step == "generate"
+    assert "kept no valid instance" in (failed["wrong"].error or "")
     skipped = [r.step for r in result.steps if r.cell.startswith("wrong") and
                r.status == "skipped"]
-    assert skipped == ["evaluate student", "PGR"]
+    assert skipped == ["intrinsic metrics", "train student", "evaluate student", "PGR"]
     assert [r["generator"] for r in result.leaderboard] == ["right"]
 
 
