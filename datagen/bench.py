@@ -351,8 +351,7 @@ class _Runner:
                               and (x != "train reference" or s.reference_for(d).kind == "gold")],
                               "an earlier baseline step failed")
             for (g, m, d), cell in zip(s.cells(), cells):
-                self.run_cell(g, m, d, cell, baselines.get(d),
-                                    result.baseline_errors.get(d))
+                self.run_cell(g, m, d, cell, baselines.get(d), result.baseline_errors.get(d))
         finally:
             self._ray.close()
         with contextlib.suppress(_StepFailed), self.step("suite", "leaderboard and report") as rec:
