@@ -105,7 +105,9 @@ class SuiteDomain(_Config):
 
 
 class SuiteStudent(_Config):
-    recipe: str = Field("tiny-llama", description="a preset or a recipe YAML file")
+    recipe: str = Field(
+        "smollm2-lora", description="a preset or a recipe YAML file (the default runs on a CPU "
+        "and has a pretrained base, so `base: untrained` works)")
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 

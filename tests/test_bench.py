@@ -63,6 +63,15 @@ def test_a_bad_suite_is_one_line_naming_the_key(change: dict[str, Any], message:
     assert "\n" not in str(e.value)
 
 
+def test_a_minimal_suite_gets_defaults_that_run_on_a_cpu() -> None:
+    suite = parse_suite({"name": "m", "generators": [{"name": "a", "spec": "fake:a"}],
+                         "methods": ["response-generation"],
+                         "domains": {"arithmetic": {"tasks": ["arithmetic"]}}})
+    assert suite.student.recipe == "smollm2-lora"
+    assert (suite.base.kind, suite.reference.kind) == ("untrained", "gold")
+    assert suite.seeds_for("arithmetic") == "builtin:arithmetic" and suite.domain_n("arithmetic")
+
+
 def test_the_shipped_suites_are_valid() -> None:
     quick = load_suite(CONFIGS / "quickstart.yaml")
     assert len(quick.generators) >= 2 and list(quick.domains) == ["arithmetic"]
