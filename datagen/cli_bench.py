@@ -79,6 +79,8 @@ def bench_command(
 ) -> None:
     """Compare generator LMs end to end: generate, curate, score, train a student per cell,
     evaluate, PGR, leaderboard and HTML report. Killed? Run it again: finished steps are reused."""
+    from rich.markup import escape
+
     from datagen.bench import StepRecord, bench, bench_workspace
     from datagen.cli import err, out, state
     from datagen.cli_metrics import leaderboard_table
@@ -92,15 +94,16 @@ def bench_command(
         return
     ws = bench_workspace(suite, state.workspace)
     err.print(f"bench [bold]{suite.name}[/]: {len(suite.cells())} cells in {ws.root}")
+
     def report(rec: StepRecord, started: bool) -> None:
         w = len(str(rec.total))
-        head = f"[{rec.index:>{w}}/{rec.total}] {rec.cell} · {rec.step}"
+        head = escape(f"[{rec.index:>{w}}/{rec.total}] {rec.cell} · {rec.step}")
         if started:
             err.print(f"[cyan]▶[/] {head}")
             return
         mark = {"done": "[green]✓[/]", "reused": "[green]↺[/]", "failed": "[red]✗[/]",
                 "skipped": "[yellow]-[/]", "interrupted": "[yellow]■[/]"}.get(rec.status, "?")
-        tail = rec.error if rec.status == "failed" else rec.detail
+        tail = escape((rec.error if rec.status == "failed" else rec.detail) or "")
         secs = f" ({rec.seconds:.0f} s)" if rec.status in ("done", "failed") else ""
         err.print(f"{mark} {head}{secs}: {tail}" if tail else f"{mark} {head}{secs}")
 
@@ -121,9 +124,10 @@ def bench_command(
             err.print("≈ not separable from the row above: the 95% CI of their PGR difference "
                       "contains 0")
     for d, e in result.baseline_errors.items():
-        err.print(f"[red]baselines of {d} failed[/]: {e}")
+        err.print(f"[red]baselines of {d} failed[/]: {escape(e)}")
     for c in result.failed:
-        err.print(f"[red]cell failed[/] {c.label} at {c.failed_step}: {c.error}")
+        err.print(f"[red]cell failed[/] {escape(c.label)} at {c.failed_step}: "
+                  f"{escape(c.error or '')}")
     if result.report_path:
         err.print(f"report: {result.report_path}")
     if result.failed or result.baseline_errors:
