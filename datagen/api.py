@@ -138,7 +138,7 @@ class RunPlan:
         ctx = MethodContext(rows=self.rows, source=self.uri, n=self.n, domain=self.domain,
                             generate=record, generate_with=record_with)
         await self.method.run(ctx)
-        return sent, bool(getattr(self.method, "dry_run_exact", True))
+        return sent, self.method.dry_run_exact
 
 
 def plan_run(

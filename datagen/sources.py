@@ -13,11 +13,28 @@ from typing import Any
 
 import orjson
 
-from datagen.errors import InputError
+from datagen.errors import ConfigError, InputError
 from datagen.fingerprint import file_fingerprint, stable_hash
 from datagen.records import SourceSpec
 
 BUILTIN_PREFIX = "builtin:"
+
+
+def read_yaml_mapping(path: str | Path, what: str, expected: str) -> dict[str, Any]:
+    """A YAML config file as a dict (suites, recipes); a missing file, bad YAML or a non-mapping
+    is one line naming the file."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"no such {what} file: {path}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected {expected}")
+    return data
 
 
 def builtin_path(name: str) -> Path:

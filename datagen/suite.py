@@ -26,10 +26,16 @@ gold data of the same size does this generator's data recover". Both may be set 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from datagen.errors import ConfigError, InputError
 from datagen.records import GeneratorSpec, validation_message
@@ -85,24 +91,22 @@ def _baseline(value: Any) -> Any:
     return value
 
 
+BaselineField = Annotated[Baseline, BeforeValidator(_baseline)]
+"""A baseline written as 'untrained', 'gold' or {model: SPEC}."""
+
+
 class SuiteDomain(_Config):
     seeds: str | None = Field(None, description="seed set (default builtin:<domain>)")
     n: int | None = Field(None, ge=1, description="per-domain override of the suite's n")
     tasks: list[SuiteTask] = Field(min_length=1)
     eval_limit: int | None = Field(None, ge=1, description="first N items of each task")
-    base: Baseline | None = None
-    reference: Baseline | None = None
+    base: BaselineField | None = None
+    reference: BaselineField | None = None
 
     @field_validator("tasks", mode="before")
     @classmethod
     def _tasks(cls, v: Any) -> Any:
         return [{"name": t} if isinstance(t, str) else t for t in (v or [])]
-
-    @field_validator("base", "reference", mode="before")
-    @classmethod
-    def _baselines(cls, v: Any) -> Any:
-        return _baseline(v)
-
 
 class SuiteStudent(_Config):
     recipe: str = Field(
@@ -131,8 +135,8 @@ class Suite(_Config):
     intrinsic_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
     judge: str | None = Field(None, description="judge LM for the judge metric and judge tasks")
     student: SuiteStudent = Field(default_factory=SuiteStudent)
-    base: Baseline = Field(default_factory=lambda: Baseline(kind="untrained"))
-    reference: Baseline = Field(default_factory=lambda: Baseline(kind="gold"))
+    base: BaselineField = Field(default_factory=lambda: Baseline(kind="untrained"))
+    reference: BaselineField = Field(default_factory=lambda: Baseline(kind="gold"))
     n_boot: int = Field(1000, ge=100)
     resources: SuiteResources = Field(default_factory=SuiteResources)
     report: str = Field("report.html", description="the HTML report, relative to the workspace")
@@ -141,11 +145,6 @@ class Suite(_Config):
     @classmethod
     def _methods(cls, v: Any) -> Any:
         return [{"name": m} if isinstance(m, str) else m for m in (v or [])]
-
-    @field_validator("base", "reference", mode="before")
-    @classmethod
-    def _baselines(cls, v: Any) -> Any:
-        return _baseline(v)
 
     # -- derived ---------------------------------------------------------------------------
     def domain_n(self, domain: str) -> int:
@@ -167,15 +166,9 @@ class Suite(_Config):
 
 def load_suite(path: str | Path) -> Suite:
     """Read and fully validate a suite file; every problem is one :class:`ConfigError` line."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"no such suite file: {path}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with name, generators, methods, domains")
+    from datagen.sources import read_yaml_mapping
+
+    data = read_yaml_mapping(path, "suite", "a mapping with name, generators, methods, domains")
     return parse_suite(data, str(path))
 
 

@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from datagen.errors import ConfigError, InputError
+from datagen.errors import ConfigError
 from datagen.records import validation_message
 
 SCRATCH = "scratch"
@@ -201,17 +201,10 @@ def load_recipe(spec: str | Path | Recipe | dict[str, Any] = "tiny-llama",
 
 
 def _from_file(path: Path) -> dict[str, Any]:
-    import yaml
+    from datagen.sources import read_yaml_mapping
 
-    if not path.is_file():
-        raise InputError(f"no such recipe file: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of recipe fields")
-    return _from_mapping(data, str(path))
+    return _from_mapping(read_yaml_mapping(path, "recipe", "a mapping of recipe fields"),
+                         str(path))
 
 
 def _from_mapping(data: dict[str, Any], where: str) -> dict[str, Any]:
