@@ -13,11 +13,10 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from datagen.cli_bench import bench_command
+from datagen.cli_console import err, out, styled
 from datagen.cli_eval import eval_command
 from datagen.cli_metrics import metrics_command, pgr_command, rank_command, report_command
 from datagen.cli_pairs import pairs_app
@@ -30,11 +29,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help text is plain: `hf://org/name[/config]` is not a closing tag
 )
-runs_app = typer.Typer(help="List runs, or show one with counts, tokens, cost and failures.")
-
-out = Console()
-err = Console(stderr=True)
+runs_app = typer.Typer(help="List runs, or show one with counts, tokens, cost and failures.",
+                       rich_markup_mode=None)
 
 
 class _State:
@@ -134,25 +132,25 @@ def generate(
                           curation=curation)
     s = result.stats
     valid = len(result.valid)
-    err.print(
-        f"run [bold]{result.run_id}[/]: {s.total} requests ({s.reused} reused, {s.sent} sent, "
+    err.print(styled(
+        "run ", (result.run_id, "bold"), f": {s.total} requests ({s.reused} reused, {s.sent} sent, "
         f"{s.failed} failed), {valid}/{len(result.instances)} rows kept, "
         f"{s.prompt_tokens + s.completion_tokens} new tokens, ${s.cost_usd:.4f}"
-    )
+    ))
     err.print(f"data: {result.data_path}")
     if result.pairs:
         err.print(f"pairs: {len(result.pairs)} preference pairs in {result.run_dir / 'pairs.jsonl'}"
                   f" (export with `datagen pairs export {result.run_id[:8]} -o pairs.jsonl`)")
     for x in result.valid[:2]:
         answer = x.messages[-1].content.replace("\n", " ")
-        err.print(f"  [dim]{escape(x.messages[0].content[:60])}[/] -> {escape(answer[:100])}")
+        err.print(styled("  ", (x.messages[0].content[:60], "dim"), f" -> {answer[:100]}"))
     reasons: dict[str, int] = {}
     for x in result.instances:
         if x.reject_reason:
             kind = re.sub(r"\s*#\d+.*$", "", x.reject_reason)
             reasons[kind] = reasons.get(kind, 0) + 1
     for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]:
-        err.print(f"  rejected {count} x {reason}", markup=False)
+        err.print(f"  rejected {count} x {reason}")
 
 
 def _parse_args(items: list[str]) -> dict[str, Any]:
@@ -222,6 +220,8 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="Run id or a unique pre
     for k, v in [
         ("run", r["run_id"]), ("status", r["status"]), ("generator", r["generator"]),
         ("method", f"{r['method']}@{r['method_version']}"), ("source", r["source"]),
+        ("arguments", ", ".join(f"{k}={v}" for k, v in (m.get("method_args") or {}).items()
+                                if v is not None) or "-"),
         ("sampling", str(m.get("generator", {}).get("sampling", {}))),
         ("requests", f"{_s(r['n_requests'])} ({_s(r['n_ok'])} ok, {_s(r['n_failed'])} failed, "
                      f"{_s(r['n_reused'])} reused)"),
@@ -230,15 +230,15 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="Run id or a unique pre
         ("cost", f"${r['cost_usd'] or 0:.4f}"),
         ("latency", f"p50 {_f(r['latency_p50_s'])} s, p95 {_f(r['latency_p95_s'])} s"),
     ]:
-        t.add_row(f"[bold]{k}[/]", str(v))
+        t.add_row(styled((k, "bold")), str(v))
     if r.get("error"):
-        t.add_row("[bold]error[/]", r["error"])
+        t.add_row(styled(("error", "bold")), r["error"])
     cur = orjson.loads(r["curation"]) if r.get("curation") else None
     if cur:
         counts = cur.get("counts", {})
         parts = [f"{counts.get(k, 0)} {k}" for k in ("exact", "near", "seed", "contaminated")]
         by = ", ".join(f"{k}: {v}" for k, v in cur.get("contaminated_by", {}).items() if v)
-        t.add_row("[bold]curation[/]", ", ".join(parts) + (f" ({by})" if by else "")
+        t.add_row(styled(("curation", "bold")), ", ".join(parts) + (f" ({by})" if by else "")
                   + (f"; {cur['skipped']}" if cur.get("skipped") else ""))
     out.print(t)
     for e in r["errors"]:
@@ -291,7 +291,7 @@ def main() -> None:
     except DatagenError as e:
         if state.debug:
             raise
-        err.print(f"[red]error:[/] {redact(str(e))}", highlight=False, soft_wrap=True)
+        err.print(styled(("error:", "red"), " ", redact(str(e))))
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted: answers received so far are saved; re-run the same command to "
@@ -300,8 +300,8 @@ def main() -> None:
     except Exception as e:
         if state.debug:
             raise
-        err.print(f"[red]internal error:[/] {type(e).__name__}: {redact(str(e))} "
-                  "(run with --debug for the traceback)", highlight=False, soft_wrap=True)
+        err.print(styled(("internal error:", "red"), f" {type(e).__name__}: {redact(str(e))} "
+                         "(run with --debug for the traceback)"))
         sys.exit(1)
 
 

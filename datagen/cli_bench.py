@@ -28,7 +28,7 @@ def _print_plan(plan: Any) -> None:
     from rich import box
     from rich.table import Table
 
-    from datagen.cli import out
+    from datagen.cli_console import out
 
     t = Table(box=box.SIMPLE_HEAD, title=f"suite {plan.suite}: generation plan",
               title_justify="left", pad_edge=False, collapse_padding=True)
@@ -79,10 +79,10 @@ def bench_command(
 ) -> None:
     """Compare generator LMs end to end: generate, curate, score, train a student per cell,
     evaluate, PGR, leaderboard and HTML report. Killed? Run it again: finished steps are reused."""
-    from rich.markup import escape
 
     from datagen.bench import StepRecord, bench, bench_workspace
-    from datagen.cli import err, out, state
+    from datagen.cli import state
+    from datagen.cli_console import err, out, styled
     from datagen.cli_metrics import leaderboard_table
     from datagen.suite import load_suite
 
@@ -93,19 +93,19 @@ def bench_command(
         _print_plan(plan_bench(suite, state.workspace))
         return
     ws = bench_workspace(suite, state.workspace)
-    err.print(f"bench [bold]{suite.name}[/]: {len(suite.cells())} cells in {ws.root}")
+    err.print(styled("bench ", (suite.name, "bold"), f": {len(suite.cells())} cells in {ws.root}"))
 
     def report(rec: StepRecord, started: bool) -> None:
         w = len(str(rec.total))
-        head = escape(f"[{rec.index:>{w}}/{rec.total}] {rec.cell} · {rec.step}")
+        head = f"[{rec.index:>{w}}/{rec.total}] {rec.cell} · {rec.step}"
         if started:
-            err.print(f"[cyan]▶[/] {head}")
+            err.print(styled(("▶", "cyan"), f" {head}"))
             return
-        mark = {"done": "[green]✓[/]", "reused": "[green]↺[/]", "failed": "[red]✗[/]",
-                "skipped": "[yellow]-[/]", "interrupted": "[yellow]■[/]"}.get(rec.status, "?")
-        tail = escape((rec.error if rec.status == "failed" else rec.detail) or "")
+        mark = {"done": ("✓", "green"), "reused": ("↺", "green"), "failed": ("✗", "red"),
+                "skipped": ("-", "yellow"), "interrupted": ("■", "yellow")}.get(rec.status, "?")
+        tail = (rec.error if rec.status == "failed" else rec.detail) or ""
         secs = f" ({rec.seconds:.0f} s)" if rec.status in ("done", "failed") else ""
-        err.print(f"{mark} {head}{secs}: {tail}" if tail else f"{mark} {head}{secs}")
+        err.print(styled(mark, f" {head}{secs}" + (f": {tail}" if tail else "")))
 
     result = bench(suite, workspace=state.workspace, ray_address=ray_address,
                    progress=False if state.quiet else None, reporter=report)
@@ -124,10 +124,9 @@ def bench_command(
             err.print("≈ not separable from the row above: the 95% CI of their PGR difference "
                       "contains 0")
     for d, e in result.baseline_errors.items():
-        err.print(f"[red]baselines of {d} failed[/]: {escape(e)}")
+        err.print(styled((f"baselines of {d} failed", "red"), f": {e}"))
     for c in result.failed:
-        err.print(f"[red]cell failed[/] {escape(c.label)} at {c.failed_step}: "
-                  f"{escape(c.error or '')}")
+        err.print(styled(("cell failed", "red"), f" {c.label} at {c.failed_step}: {c.error or ''}"))
     if result.report_path:
         err.print(f"report: {result.report_path}")
     if result.failed or result.baseline_errors:

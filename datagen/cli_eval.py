@@ -30,7 +30,8 @@ def eval_command(
     from rich import box
     from rich.table import Table
 
-    from datagen.cli import err, out, state
+    from datagen.cli import state
+    from datagen.cli_console import err, out, styled
     from datagen.errors import ConfigError
     from students.evaluate import evaluate
     from students.tasks import TASKS, get_task
@@ -53,8 +54,8 @@ def eval_command(
         names = [r.primary_metric, *sorted(m for m in r.metrics if m != r.primary_metric)]
         for i, name in enumerate(names):
             value = f"{r.metrics[name]:.4f}"
-            t.add_row(r.task if i == 0 else "", f"[bold]{name}[/]" if i == 0 else name,
-                      f"[bold]{value}[/]" if i == 0 else value, str(r.n) if i == 0 else "",
+            t.add_row(r.task if i == 0 else "", styled((name, "bold")) if i == 0 else name,
+                      styled((value, "bold")) if i == 0 else value, str(r.n) if i == 0 else "",
                       f"{r.eval_id} ({state_note})" if i == 0 else "")
     out.print(t)
     incomplete = [r.task for r in result.tasks if not r.complete]

@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-out = Console()
-err = Console(stderr=True)
+from datagen.cli_console import err, out, styled
 
 
 def _state() -> Any:
@@ -79,7 +77,7 @@ def metrics_command(
                       "computed" if r.computed else "stored")
         missing = r.details.get("missing")
         if missing:
-            t.add_row("", "[dim]missing[/]", "", str(sum(missing.values())),
+            t.add_row("", styled(("missing", "dim")), "", str(sum(missing.values())),
                       ", ".join(f"{k}: {v}" for k, v in missing.items()))
     out.print(t)
 
@@ -108,7 +106,7 @@ def pgr_command(
         t.add_row(x.task, _f(x.student_score, ".3f"), _f(x.base_score, ".3f"),
                   _f(x.reference_score, ".3f"), _f(x.pgr, ".1f"),
                   f"[{_f(x.ci_low, '.1f')}, {_f(x.ci_high, '.1f')}]", str(x.n_items))
-    t.add_row("[bold]domain mean[/]", "", "", "", f"[bold]{_f(res.pgr, '.1f')}[/]",
+    t.add_row(styled(("domain mean", "bold")), "", "", "", styled((_f(res.pgr, ".1f"), "bold")),
               f"[{_f(res.ci_low, '.1f')}, {_f(res.ci_high, '.1f')}]", str(res.n_items))
     out.print(t)
 

@@ -12,16 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from datagen.cli_console import err, out
 
 pairs_app = typer.Typer(
     help="Preference pairs of a run: counts per attribute, export for TRL's DPOTrainer.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
-
-out = Console()
-err = Console(stderr=True)
 
 
 def _workspace(ctx: typer.Context) -> Path | None:
@@ -52,10 +51,9 @@ def pairs_export(
     n = len(load_pairs(run_id, attribute=attribute, min_margin=min_margin,
                        workspace=_workspace(ctx)))
     if output is not None:
-        err.print(f"wrote {n} pairs to {output}", markup=False, highlight=False)
+        err.print(f"wrote {n} pairs to {output}")
     if push_to_hub is not None:
-        err.print(f"pushed {n} pairs to {where if output is None else push_to_hub}",
-                  markup=False, highlight=False)
+        err.print(f"pushed {n} pairs to {where if output is None else push_to_hub}")
 
 
 @pairs_app.command("list")

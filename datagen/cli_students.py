@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-students_app = typer.Typer(help="List trained students, or show one.")
+students_app = typer.Typer(help="List trained students, or show one.", rich_markup_mode=None)
 
 
 def train_command(
@@ -40,7 +40,8 @@ def train_command(
         help="Give up (and cancel the training) after this many seconds.")] = None,
 ) -> None:
     """Train a student LM on a run's data (SFT on messages, or DPO on pairs) as a Ray job."""
-    from datagen.cli import err, state
+    from datagen.cli import state
+    from datagen.cli_console import err, styled
     from students.api import train
     from students.recipes import load_recipe
 
@@ -52,8 +53,8 @@ def train_command(
                                                    else "on a local Ray")
         err.print(f"training {r.label} on {data} {where} ...")
     rec = train(data, r, state.workspace, ray_address, use_ray=not no_ray, timeout_s=timeout)
-    err.print(f"student [bold]{rec.student_id}[/]: {rec.steps} steps, "
-              f"{_f(rec.train_seconds, '.1f')} s, final loss {_f(rec.final_loss, '.4f')}")
+    err.print(styled("student ", (rec.student_id, "bold"), f": {rec.steps} steps, "
+                     f"{_f(rec.train_seconds, '.1f')} s, final loss {_f(rec.final_loss, '.4f')}"))
     err.print(f"model: {rec.path}")
 
 
@@ -69,7 +70,8 @@ def students_list() -> None:
     from rich import box
     from rich.table import Table
 
-    from datagen.cli import err, out, state
+    from datagen.cli import state
+    from datagen.cli_console import err, out
     from students.api import list_students
 
     rows = list_students(state.workspace)
@@ -98,7 +100,8 @@ def students_show(
     """One student: recipe, data, timing, loss and where its model is."""
     from rich.table import Table
 
-    from datagen.cli import out, state
+    from datagen.cli import state
+    from datagen.cli_console import out, styled
     from students.api import show_student
 
     rec = show_student(student, state.workspace)
@@ -119,7 +122,7 @@ def students_show(
     if rec.error:
         rows.append(("error", rec.error))
     for k, v in rows:
-        t.add_row(f"[bold]{k}[/]", "-" if v is None else str(v))
+        t.add_row(styled((k, "bold")), "-" if v is None else str(v))
     out.print(t)
 
 

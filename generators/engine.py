@@ -493,7 +493,7 @@ class _Progress:
         )
 
         self._p = Progress(
-            TextColumn("[bold]{task.description}"),
+            TextColumn("{task.description}", style="bold", markup=False),  # user text
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}/s"),

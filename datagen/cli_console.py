@@ -1,0 +1,20 @@
+"""The CLI's two consoles, with rich markup switched off.
+
+Everything the CLI prints carries user text: paths, run and generator names, column names, error
+messages, model output. With markup on, ``[/q]`` in any of them crashes the print and
+``data[red].jsonl`` silently loses a part, so markup is off everywhere and emphasis is given as
+styles on :class:`rich.text.Text` spans (:func:`styled`), never parsed out of strings.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.text import Text
+
+out = Console(markup=False, highlight=False, emoji=False)
+err = Console(stderr=True, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """Plain strings and ``(text, style)`` pairs: ``styled(("error:", "red"), " ", msg)``."""
+    return Text.assemble(*parts)
