@@ -34,6 +34,7 @@ import orjson
 
 from datagen.errors import ConfigError, DatagenError, InputError
 from datagen.fingerprint import stable_hash
+from datagen.secrets import redact
 from datagen.suite import Baseline, Suite, SuiteGenerator, SuiteMethod, generator_spec
 from datagen.workspace import Workspace
 
@@ -420,7 +421,8 @@ def bench(suite: Suite, *, workspace: str | Path | None = None, ray_address: str
     """
     ws = bench_workspace(suite, workspace).ensure()
     (ws.root / BENCH_DIR).mkdir(exist_ok=True)
-    (ws.root / BENCH_DIR / "suite.json").write_text(suite.model_dump_json(indent=2))
+    # specs are strings here: credentials in a server URL are masked like any stored text
+    (ws.root / BENCH_DIR / "suite.json").write_text(redact(suite.model_dump_json(indent=2)))
     runner = _Runner(suite, ws, ray_address=ray_address, backends=backends, progress=progress,
                      reporter=reporter)
     return runner.run()

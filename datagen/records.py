@@ -11,9 +11,17 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
 
 from datagen.errors import ConfigError
+from datagen.secrets import redact_url, register_url_secrets
 
 SCHEMA_VERSION = 1
 
@@ -58,12 +66,6 @@ class Price(Record):
     output_per_mtok: float = Field(ge=0)
 
 
-_URL_USERINFO = re.compile(r"(https?://)[^/@\s]+@")
-
-
-def redact_url(url: str | None) -> str | None:
-    """Drop ``user:password@`` from a URL so it can be logged and stored."""
-    return _URL_USERINFO.sub(r"\1", url) if url else url
 
 
 class GeneratorSpec(Record):
@@ -93,6 +95,18 @@ class GeneratorSpec(Record):
         if not re.fullmatch(r"[a-z][a-z0-9_\-]*", v):
             raise ValueError(f"bad provider name {v!r}")
         return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _remember_url_secrets(cls, v: str | None) -> str | None:
+        register_url_secrets(v)
+        return v
+
+    @field_serializer("base_url")
+    def _dump_url_without_credentials(self, v: str | None) -> str | None:
+        # Every dump (manifest, runs table, suite.json, exports) goes through here: the
+        # credentials in a URL live only in memory.
+        return redact_url(v)
 
     @classmethod
     def parse(cls, spec: str, **fields: Any) -> GeneratorSpec:

@@ -19,6 +19,7 @@ import orjson
 
 from datagen.errors import DatagenError
 from datagen.records import GenResponse, Instance, Pair, RunManifest
+from datagen.secrets import redact
 from metrics.migrations import MIGRATIONS
 
 _LOCK_WAIT_S = 30.0
@@ -175,10 +176,12 @@ class Store:
             vals = (
                 run_id, i, r.key, "ok" if r.ok else "error",
                 err.kind if err else None, err.type if err else None,
-                err.message if err else None, err.status if err else None,
+                redact(err.message) if err else None, err.status if err else None,
                 r.usage.prompt_tokens, r.usage.completion_tokens, r.latency_s, r.cost_usd,
-                r.attempts, r.finish_reason, r.model, r.text,
-                orjson.dumps(r.raw).decode() if r.raw is not None else None, r.created_at,
+                r.attempts, r.finish_reason, r.model, redact(r.text) if r.text else r.text,
+                # the same redactor as the response log: a gateway may echo request headers
+                redact(orjson.dumps(r.raw).decode()) if r.raw is not None else None,
+                r.created_at,
             )
             for c, v in zip(_REQUEST_COLUMNS, vals):
                 cols[c].append(v)

@@ -3,7 +3,9 @@
 Used by the tests and benchmarks (and handy for trying datagen with no model at all): it answers
 ``echo: <last user message>`` after a configurable latency and can inject faults: 429 with
 ``Retry-After``, 500, hangs past the client's timeout, malformed bodies, a required API key
-(401, echoing the key it got, to prove datagen never stores it), unknown models (404).
+(401, echoing the key it got, to prove datagen never stores it), unknown models (404). With
+``--echo-headers`` it copies the request headers into every reply and error body, as some
+gateways and debugging proxies do.
 
 Run it as ``python -m generators.testing.loopback --port 0``; it prints ``READY <port>`` once
 listening. ``GET /stats`` returns how many requests it received and answered, per prompt;
@@ -43,11 +45,13 @@ class Faults:
 
 class LoopbackServer:
     def __init__(self, latency: float = 0.0, faults: Faults | None = None,
-                 api_key: str | None = None, models: list[str] | None = None) -> None:
+                 api_key: str | None = None, models: list[str] | None = None,
+                 echo_headers: bool = False) -> None:
         self.latency = latency
         self.faults = faults or Faults()
         self.api_key = api_key
         self.models = set(models or [])
+        self.echo_headers = echo_headers
         self.received: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()
         self.total = 0
@@ -80,7 +84,9 @@ class LoopbackServer:
             return web.json_response({"error": {"message": "rate limited"}}, status=429,
                                      headers={"Retry-After": str(self.faults.retry_after)})
         if fault == "500":
-            return web.json_response({"error": {"message": "internal error"}}, status=500)
+            msg = "internal error" + (f" (request: {dict(request.headers.items())})"
+                                      if self.echo_headers else "")
+            return web.json_response({"error": {"message": msg}}, status=500)
         if fault == "hang":
             await asyncio.sleep(self.faults.hang_s)
         if self.latency:
@@ -117,6 +123,8 @@ class LoopbackServer:
             "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
                       "total_tokens": len(prompt.split()) + len(text.split())},
         }
+        if self.echo_headers:
+            out["request_headers"] = {str(k): v for k, v in request.headers.items()}
         return web.Response(body=orjson.dumps(out), content_type="application/json")
 
     async def messages(self, request: web.Request) -> web.Response:
@@ -137,6 +145,8 @@ class LoopbackServer:
             "stop_reason": "end_turn", "stop_sequence": None,
             "usage": {"input_tokens": len(prompt.split()), "output_tokens": len(text.split())},
         }
+        if self.echo_headers:
+            out["request_headers"] = {str(k): v for k, v in request.headers.items()}
         return web.Response(body=orjson.dumps(out), content_type="application/json")
 
     async def stats(self, request: web.Request) -> web.Response:
@@ -173,9 +183,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--api-key", default=None)
     ap.add_argument("--models", default=None, help="comma-separated; others get 404")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--echo-headers", action="store_true",
+                    help="copy the request headers into every reply and error body")
     a = ap.parse_args(argv)
     faults = Faults(a.p429, a.p500, a.phang, a.pmalformed, a.retry_after, a.hang_s, a.seed)
-    srv = LoopbackServer(a.latency, faults, a.api_key, a.models.split(",") if a.models else None)
+    srv = LoopbackServer(a.latency, faults, a.api_key, a.models.split(",") if a.models else None,
+                         a.echo_headers)
 
     async def run() -> None:
         _, port = await serve(srv, a.port)
