@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import yaml
 from pydantic import ValidationError
 
 from datagen import __version__
-from datagen.errors import ConfigError, DatagenError, InputError
+from datagen.errors import ConfigError, DatagenError, InputError, RunFailedError
+from datagen.files import parquet_bytes, write_output
 from datagen.fingerprint import fingerprint, stable_hash
 from datagen.records import (
     GeneratorSpec,
@@ -39,8 +39,10 @@ from datagen.records import (
     RunManifest,
     validation_message,
 )
+from datagen.secrets import redact
 from datagen.sources import load_rows
-from datagen.workspace import Workspace
+from datagen.workspace import Workspace, run_lock
+from generators.base import check_spec
 from generators.engine import Engine, EngineStats
 
 if TYPE_CHECKING:
@@ -60,20 +62,13 @@ def load_generator(spec: str | GeneratorSpec | dict[str, Any], **overrides: Any)
     elif isinstance(spec, dict):
         base = dict(spec)
     elif spec.endswith((".yaml", ".yml")):
-        path = Path(spec)
-        if not path.exists():
-            raise InputError(f"no such generator file: {spec}")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict) or "spec" not in data:
-            raise ConfigError(f"{spec}: expected a mapping with 'spec: provider:model' and options")
-        text = data.pop("spec")
-        base = {**GeneratorSpec.parse(text).model_dump(exclude_unset=True), **data}
+        base = _generator_file(spec)
     else:
         base = GeneratorSpec.parse(spec).model_dump(exclude_unset=True)
     for name, value in overrides.items():
         if value is None:
             continue
-        if isinstance(value, dict):
+        if isinstance(value, dict) and isinstance(base.get(name), dict | None):
             base[name] = {**(base.get(name) or {}), **{k: v for k, v in value.items()
                                                      if v is not None}}
         else:
@@ -82,6 +77,29 @@ def load_generator(spec: str | GeneratorSpec | dict[str, Any], **overrides: Any)
         return GeneratorSpec.model_validate(base)
     except ValidationError as e:
         raise ConfigError(f"bad generator settings: {validation_message(e)}") from None
+
+
+def _generator_file(path: str) -> dict[str, Any]:
+    """A generator YAML file's fields: ``spec: provider:model[@url]`` plus settings. A setting
+    that the spec already fixes (``provider: openai`` beside ``spec: fake``) is an error, not a
+    silent switch of provider."""
+    from datagen.sources import read_yaml_mapping
+
+    data = read_yaml_mapping(path, "generator", "a mapping with 'spec: provider:model' and "
+                             "settings (sampling, limits, price, options)")
+    text = data.pop("spec", None)
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"{path}: 'spec' must be a string such as openai:gpt-4o-mini, got "
+                          f"{text!r}")
+    fixed = GeneratorSpec.parse(text).model_dump(exclude_unset=True)
+    for key in ("provider", "model", "base_url"):
+        if key in data and data[key] != fixed.get(key):
+            raise ConfigError(f"{path}: {key}: {data[key]!r} conflicts with spec {text!r}; give "
+                              "it in one place")
+    for key in ("sampling", "limits", "price", "options"):
+        if key in data and data[key] is not None and not isinstance(data[key], dict):
+            raise ConfigError(f"{path}: {key}: expected a mapping, got {data[key]!r}")
+    return {**fixed, **data}
 
 
 @dataclass
@@ -154,6 +172,7 @@ def plan_run(
     """Resolve a run without running it: validates every argument, reads the seed rows and
     computes the run id, so a bench can tell a finished run from one still to do."""
     spec = generator if isinstance(generator, GeneratorSpec) else load_generator(generator)
+    check_spec(spec)  # unknown provider or option: one line, and no run is created
     if n is not None and n < 1:
         raise ConfigError(f"-n must be at least 1, got {n}")
     m = METHODS.get(method)(**(method_args or {}))
@@ -192,12 +211,13 @@ def generate(
     backend: Any = None,
     backends: dict[str, Any] | None = None,
     curation: CurationConfig | dict[str, Any] | None = None,
+    max_failure_rate: float | None = None,
 ) -> RunResult:
     """Synchronous wrapper of :func:`agenerate` (for scripts; notebooks may await that one)."""
     return asyncio.run(agenerate(
         generator, source, n=n, method=method, method_args=method_args, domain=domain,
         workspace=workspace, progress=progress, backend=backend, backends=backends,
-        curation=curation,
+        curation=curation, max_failure_rate=max_failure_rate,
     ))
 
 
@@ -214,6 +234,7 @@ async def agenerate(
     backend: Any = None,
     backends: dict[str, Any] | None = None,
     curation: CurationConfig | dict[str, Any] | None = None,
+    max_failure_rate: float | None = None,
 ) -> RunResult:
     """Run ``method`` with ``generator`` over ``source`` (default: the built-in seed set).
 
@@ -223,16 +244,33 @@ async def agenerate(
     for the generator, ``backends`` maps other specs' labels (judges, editors) to instances; by
     default a spec's provider is looked up in the backend registry. ``curation`` configures
     dedup and decontamination of the AgoraBench methods' accepted rows (on by default).
+
+    A run that keeps no row, or whose share of failed requests is above ``max_failure_rate``
+    (0-1; default: any share), is stored with status ``failed`` and raises
+    :class:`~datagen.errors.RunFailedError`, whose ``result`` holds what it did produce; the
+    same call again resends only the failed requests.
     """
+    if max_failure_rate is not None and not 0 <= max_failure_rate <= 1:
+        raise ConfigError(f"max failure rate must be between 0 and 1, got {max_failure_rate}")
     plan = plan_run(generator, source, n=n, method=method, method_args=method_args,
                     domain=domain, curation=curation)
-    spec, m, domain, rows, src, uri, run_id, cur = (
-        plan.spec, plan.method, plan.domain, plan.rows, plan.source, plan.uri, plan.run_id,
-        plan.curation)
+    run_id = plan.run_id
     ws = Workspace.resolve(workspace).ensure()
     store = Store(ws.db_path)
     run_dir = ws.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
+    # The run's lock is taken before its status is touched: a second identical command is
+    # refused without marking the live run failed.
+    with run_lock(run_dir):
+        return await _run(plan, ws, store, run_dir, progress=progress, backend=backend,
+                          backends=backends, max_failure_rate=max_failure_rate)
+
+
+async def _run(plan: RunPlan, ws: Workspace, store: Store, run_dir: Path, *,
+               progress: bool | None, backend: Any, backends: dict[str, Any] | None,
+               max_failure_rate: float | None) -> RunResult:
+    spec, m, domain, src, run_id, n = (plan.spec, plan.method, plan.domain, plan.source,
+                                       plan.run_id, plan.n)
     manifest_path = run_dir / "run.json"
     manifest = RunManifest(
         run_id=run_id,
@@ -248,7 +286,25 @@ async def agenerate(
     )
     manifest_path.write_text(manifest.model_dump_json(indent=2))
     store.upsert_run(manifest, "running")
+    try:
+        return await _execute(manifest, plan, store, run_dir, progress=progress, backend=backend,
+                              backends=backends, max_failure_rate=max_failure_rate)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        store.upsert_run(manifest, "interrupted")
+        raise
+    except RunFailedError:
+        raise  # stored with its counts
+    except BaseException as e:  # a run's status is true at every moment: no run stays running
+        store.upsert_run(manifest, "failed", error=redact(str(e)) or type(e).__name__)
+        raise
 
+
+async def _execute(manifest: RunManifest, plan: RunPlan, store: Store, run_dir: Path, *,
+                   progress: bool | None, backend: Any, backends: dict[str, Any] | None,
+                   max_failure_rate: float | None) -> RunResult:
+    spec, m, rows, uri, n, cur, run_id = (plan.spec, plan.method, plan.rows, plan.uri, plan.n,
+                                          plan.curation, plan.run_id)
+    domain = plan.domain
     engine = Engine(spec, backend=backend, log_path=run_dir / "responses.jsonl", cache=store,
                     progress=progress, description=f"{m.name} {spec.label}")
     totals = EngineStats()
@@ -280,19 +336,12 @@ async def agenerate(
 
     ctx = MethodContext(rows=rows, source=uri, n=n, domain=domain, generate=call,
                         generate_with=generate_with)
-    try:
-        async with engine:
-            try:
-                produced = await m.run(ctx)
-            finally:
-                for eng in others.values():
-                    await eng.aclose()
-    except DatagenError as e:
-        store.upsert_run(manifest, "failed", error=str(e))
-        raise
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        store.upsert_run(manifest, "interrupted")
-        raise
+    async with engine:
+        try:
+            produced = await m.run(ctx)
+        finally:
+            for eng in others.values():
+                await eng.aclose()
 
     instances, pairs = produced.instances, produced.pairs
     responses = produced.responses + produced.extra_responses
@@ -302,18 +351,45 @@ async def agenerate(
     store.ingest_responses(run_id, responses)
     store.write_instances(run_id, instances)
     store.write_pairs(run_id, pairs)
+    result = RunResult(run_id=run_id, run_dir=run_dir, stats=totals, instances=instances,
+                       pairs=pairs)
+    problem = _run_problem(result, responses, max_failure_rate)
     store.upsert_run(
-        manifest, "finished",
+        manifest, "failed" if problem else "finished",
         n_requests=len(responses), n_ok=sum(r.ok for r in responses),
         n_failed=sum(not r.ok for r in responses), n_reused=totals.reused,
         n_instances=len(instances), n_valid=sum(x.valid for x in instances), n_pairs=len(pairs),
         prompt_tokens=sum(r.usage.prompt_tokens for r in responses),
         completion_tokens=sum(r.usage.completion_tokens for r in responses),
-        cost_usd=sum(r.cost_usd for r in responses), error=None,
+        cost_usd=sum(r.cost_usd for r in responses), error=problem,
         curation=orjson.dumps(curation_report).decode() if curation_report else None,
     )
-    return RunResult(run_id=run_id, run_dir=run_dir, stats=totals, instances=instances,
-                     pairs=pairs)
+    if problem:
+        raise RunFailedError(problem, result)
+    return result
+
+
+def _run_problem(result: RunResult, responses: list[GenResponse],
+                 max_failure_rate: float | None) -> str | None:
+    """Why a run that ran to its end is still a failure, or None: no row kept (a script must
+    not go on with an empty dataset), or more failed requests than the user allows."""
+    from collections import Counter
+
+    failed = Counter(r.error.type for r in responses if r.error is not None)
+    n_failed, total = sum(failed.values()), len(responses)
+    why = ", ".join(f"{k} x {v}" for k, v in failed.most_common(3))
+    retry = "; run the same command again to retry the failed requests" if n_failed else ""
+    if not result.valid and not result.pairs:
+        if n_failed:
+            return (f"run {result.run_id} kept no row: {n_failed} of {total} requests failed "
+                    f"({why}){retry}")
+        reasons = Counter(x.reject_reason or "rejected" for x in result.instances)
+        top = ", ".join(f"{r} x {k}" for r, k in reasons.most_common(3)) or "no rows"
+        return f"run {result.run_id} kept no row ({top}): see `datagen runs show {result.run_id}`"
+    if max_failure_rate is not None and total and n_failed / total > max_failure_rate:
+        return (f"run {result.run_id}: {n_failed} of {total} requests failed ({why}), more "
+                f"than the allowed {max_failure_rate:.0%}{retry}")
+    return None
 
 
 def _curation_config(curation: CurationConfig | dict[str, Any] | None) -> CurationConfig:
@@ -492,17 +568,11 @@ def export_run(
     for r in rows:
         r["messages"] = orjson.loads(r["messages"])
         r["meta"] = orjson.loads(r["meta"]) if r["meta"] else {}
-    out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
-        _write_jsonl(out, rows)
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        for r in rows:
-            r["meta"] = orjson.dumps(r["meta"]).decode()
-        pq.write_table(pa.Table.from_pylist(rows), out)
-    return out
+        return write_output(out, (orjson.dumps(r) + b"\n" for r in rows))
+    for r in rows:
+        r["meta"] = orjson.dumps(r["meta"]).decode()
+    return write_output(out, parquet_bytes(rows))
 
 
 def _existing_store(workspace: str | Path | None) -> Store:

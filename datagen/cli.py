@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.table import Table
+from typer.core import TyperGroup
 
 from datagen.cli_bench import bench_command
 from datagen.cli_console import err, out, styled
@@ -24,7 +25,21 @@ from datagen.cli_students import students_app, train_command
 from datagen.errors import DatagenError
 from datagen.secrets import install_log_filter, redact
 
+
+class _Group(TyperGroup):
+    """Ctrl-C anywhere: say what was kept and how to resume (typer would exit 130 silently)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            err.print("interrupted: answers received so far are saved; run the same command "
+                      "again to resume")
+            raise typer.Exit(130) from None
+
+
 app = typer.Typer(
+    cls=_Group,
     help="Generate synthetic training data with any LM, and benchmark the LMs that generate it.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -102,9 +117,16 @@ def generate(
     eval_set: Annotated[list[str] | None, typer.Option(
         help="Eval sets to decontaminate against (default: gsm8k, math500, mbpp, humaneval, "
         "ifeval); $DATAGEN_EVAL_DIR holds local copies.")] = None,
+    max_failure_rate: Annotated[float | None, typer.Option(
+        help="Fail the run (exit 1, status failed) when more than this share of requests "
+        "failed, e.g. 0.05. A run that keeps no row always fails.")] = None,
 ) -> None:
     """Generate a dataset: send prompts to a generator LM, keep the answers as SFT rows."""
     from datagen import api
+    from datagen.errors import ConfigError, RunFailedError
+
+    if samples < 1:
+        raise ConfigError(f"--samples must be at least 1, got {samples}")
 
     spec = api.load_generator(
         generator,
@@ -127,9 +149,19 @@ def generate(
         curation["decontaminate"] = False
     if eval_set:
         curation["eval_sets"] = eval_set
-    result = api.generate(spec, input, n=n, method=method, method_args=margs, domain=domain,
-                          workspace=state.workspace, progress=False if state.quiet else None,
-                          curation=curation)
+    try:
+        result = api.generate(spec, input, n=n, method=method, method_args=margs, domain=domain,
+                              workspace=state.workspace, progress=False if state.quiet else None,
+                              curation=curation, max_failure_rate=max_failure_rate)
+    except RunFailedError as e:
+        if isinstance(e.result, api.RunResult):
+            _summary(e.result)
+        raise
+    _summary(result)
+
+
+def _summary(result: Any) -> None:
+    """What a run did, on stderr: counts, where the data is, two sample rows, rejections."""
     s = result.stats
     valid = len(result.valid)
     err.print(styled(
@@ -163,7 +195,12 @@ def _parse_args(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"bad --arg {item!r}: use KEY=VALUE, e.g. -a k=5")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        try:
+            out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ConfigError(f"bad --arg {item!r}: the value is not valid YAML ({first}); "
+                              "quote it, e.g. -a 'k=\"[1,2\"'") from None
     return out
 
 
@@ -293,9 +330,15 @@ def main() -> None:
             raise
         err.print(styled(("error:", "red"), " ", redact(str(e))))
         sys.exit(e.exit_code)
+    except OSError as e:  # the machine's state, not a bug: a path not ours to read or write
+        if state.debug:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        err.print(styled(("error:", "red"), f" {redact(e.strerror or str(e))}{where}"))
+        sys.exit(1)
     except KeyboardInterrupt:
-        err.print("interrupted: answers received so far are saved; re-run the same command to "
-                  "resume")
+        err.print("interrupted: answers received so far are saved; run the same command again "
+                  "to resume")
         sys.exit(130)
     except Exception as e:
         if state.debug:

@@ -55,5 +55,15 @@ class RunLockedError(DatagenError):
     """Another process is writing the same run."""
 
 
+class RunFailedError(DatagenError):
+    """A run went to its end but produced no usable dataset (no row kept, or more failed
+    requests than allowed). ``result`` holds what it did produce; it is stored, with status
+    ``failed``, so the same command resends only the failed requests."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 class NotFoundError(DatagenError):
     """A run, student or other named object does not exist in the workspace."""

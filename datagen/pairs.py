@@ -125,19 +125,13 @@ def export_pairs(
     pairs = load_pairs(run_id, attribute=attribute, min_margin=min_margin, workspace=workspace)
     path = Path(out) if out is not None else None
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from datagen.files import parquet_bytes, write_output
+
         if fmt in ("trl", "jsonl"):
             rows = trl_rows(pairs) if fmt == "trl" else full_rows(pairs)
-            tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "wb") as f:
-                for r in rows:
-                    f.write(orjson.dumps(r) + b"\n")
-            tmp.replace(path)
+            write_output(path, (orjson.dumps(r) + b"\n" for r in rows))
         elif fmt == "parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            pq.write_table(pa.Table.from_pylist(full_rows(pairs, json_strings=True)), path)
+            write_output(path, parquet_bytes(full_rows(pairs, json_strings=True)))
         else:
             _dataset(pairs).save_to_disk(str(path))
     if push_to_hub is not None:

@@ -8,6 +8,7 @@ does and not when a file is moved.
 from __future__ import annotations
 
 import gzip
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,13 @@ def read_yaml_mapping(path: str | Path, what: str, expected: str) -> dict[str, A
     if not p.is_file():
         raise InputError(f"no such {what} file: {path}")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML text file (not UTF-8)") from None
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected {expected}")
     return data
@@ -62,16 +67,17 @@ def load_rows(uri: str, limit: int | None = None) -> tuple[list[dict[str, Any]],
     if path.is_dir():
         return _load_local_dataset(path, uri, limit)
     name = path.name.lower()
-    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        rows = _read_jsonl(path, limit)
-    elif name.endswith(".json"):
-        rows = _read_json(path, limit)
-    elif name.endswith(".parquet"):
-        rows = _read_parquet(path, limit)
-    elif name.endswith(".csv"):
-        rows = _read_csv(path, limit)
-    else:
+    readers = {".jsonl": _read_jsonl, ".jsonl.gz": _read_jsonl, ".ndjson": _read_jsonl,
+               ".json": _read_json, ".parquet": _read_parquet, ".csv": _read_csv}
+    reader = next((r for ext, r in readers.items() if name.endswith(ext)), None)
+    if reader is None:
         raise InputError(f"{uri}: unknown file type; use .jsonl, .json, .csv or .parquet")
+    try:
+        rows = reader(path, limit)
+    except UnicodeDecodeError as e:
+        raise InputError(f"{uri}: not UTF-8 text (byte {e.start}); is it a binary file?") from None
+    except (OSError, EOFError) as e:  # unreadable, a corrupt or truncated .gz
+        raise InputError(f"{uri}: cannot read: {getattr(e, 'strerror', None) or e}") from None
     return rows, SourceSpec(uri=uri, fingerprint=file_fingerprint(str(path)), rows=len(rows))
 
 
@@ -125,12 +131,25 @@ def _read_parquet(path: Path, limit: int | None) -> list[dict[str, Any]]:
 def _read_csv(path: Path, limit: int | None) -> list[dict[str, Any]]:
     import csv
 
+    ragged: list[int] = []
     with open(path, newline="", encoding="utf-8") as f:
         rows: list[dict[str, Any]] = []
-        for row in csv.DictReader(f):
-            if limit is not None and len(rows) >= limit:
-                break
-            rows.append(dict(row))
+        reader = csv.DictReader(f)
+        try:
+            for row in reader:
+                if limit is not None and len(rows) >= limit:
+                    break
+                if None in row or None in row.values():  # more, or fewer, fields than the header
+                    ragged.append(reader.line_num)
+                    row.pop(None, None)
+                rows.append(dict(row))
+        except csv.Error as e:
+            raise InputError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+    if ragged:
+        logging.getLogger("datagen.sources").warning(
+            "%s: %d row(s) do not have the header's %d fields (first at line %d): extra fields "
+            "are dropped, missing ones are empty", path, len(ragged),
+            len(reader.fieldnames or []), ragged[0])
     return rows
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,3 +53,24 @@ class Workspace:
         for d in (self.root, self.runs_dir, self.students_dir, self.cache_dir):
             d.mkdir(parents=True, exist_ok=True)
         return self
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold a run's folder for this process (an advisory ``flock`` released on exit, even by
+    ``kill -9``). Refused at once, with :class:`RunLockedError`, while another process holds it."""
+    import fcntl
+
+    from datagen.errors import RunLockedError
+
+    with open(run_dir / ".run.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(
+                f"run {run_dir.name} is being written by another process; wait for it to "
+                "finish or stop it") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

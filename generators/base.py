@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from datagen.errors import DatagenError
+from datagen.errors import ConfigError, DatagenError
 from datagen.records import ErrorInfo, ErrorKind, GeneratorSpec, GenRequest, Price, SamplingParams
 from datagen.registry import Registry
 from datagen.secrets import redact
@@ -87,6 +87,9 @@ class Backend(ABC):
     batched: ClassVar[bool] = False
     default_batch_size: ClassVar[int] = 16
     key_env: ClassVar[str | None] = None
+    # The ``options`` a backend reads; None passes any through (vLLM hands them to vllm.LLM).
+    # A name not listed is a typo the user should hear about, not a silently ignored setting.
+    known_options: ClassVar[frozenset[str] | None] = frozenset()
 
     def __init__(self, spec: GeneratorSpec) -> None:
         self.spec = spec
@@ -171,5 +174,17 @@ def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
     return deco
 
 
+def check_spec(spec: GeneratorSpec) -> type[Backend]:
+    """The backend class for a spec, after checking its provider and options: everything that
+    can be wrong with a spec before anything is loaded or sent."""
+    cls = BACKENDS.get(spec.provider)
+    known = cls.known_options
+    unknown = sorted(set(spec.options) - known) if known is not None else []
+    if unknown:
+        hint = f"known: {', '.join(sorted(known))}" if known else "it takes none"
+        raise ConfigError(f"unknown option {unknown[0]!r} for the {spec.provider} backend ({hint})")
+    return cls
+
+
 def create_backend(spec: GeneratorSpec) -> Backend:
-    return BACKENDS.get(spec.provider)(spec)
+    return check_spec(spec)(spec)

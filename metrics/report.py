@@ -233,9 +233,6 @@ def build_report(store: Store, title: str = "datagen benchmark report") -> str:
 
 
 def write_report(store: Store, out: Path | str, title: str = "datagen benchmark report") -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(build_report(store, title), encoding="utf-8")
-    tmp.replace(out)
-    return out
+    from datagen.files import write_output
+
+    return write_output(out, build_report(store, title).encode("utf-8"))

@@ -48,6 +48,8 @@ class Store:
                         f"cannot open {self.path}: {e}; is another datagen process using it?"
                     ) from None
                 time.sleep(0.2)
+            except OSError as e:  # not ours to write (a shared or read-only workspace)
+                raise DatagenError(f"cannot open {self.path}: {e.strerror or e}") from None
         try:
             if not self._migrated and not read_only:
                 self._migrate(con)
@@ -123,7 +125,11 @@ class Store:
             return _dicts(cur)
 
     def resolve_run(self, prefix: str) -> str:
-        """A full run id from a unique prefix, like git."""
+        """A full run id from a unique prefix, like git (an empty prefix names no run)."""
+        if not prefix.strip():
+            from datagen.errors import ConfigError
+
+            raise ConfigError("empty run id: give a run id or a unique prefix (see `datagen runs`)")
         with self.connect() as con:
             ids = [r[0] for r in con.execute(
                 "SELECT run_id FROM runs WHERE starts_with(run_id, ?)", [prefix]

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from datagen.errors import DatagenError, NotFoundError
+from datagen.errors import ConfigError, DatagenError, NotFoundError
 from metrics.store import Store, _dicts
 
 _COLUMNS = ("student_id", "base_model", "recipe", "data_run_id", "status", "created_at",
@@ -66,7 +66,10 @@ def get_student(store: Store, student_id: str) -> dict[str, Any] | None:
 
 
 def resolve_student(store: Store, prefix: str) -> str:
-    """A full student id from a unique prefix, like git."""
+    """A full student id from a unique prefix, like git (an empty prefix names none)."""
+    if not prefix.strip():
+        raise ConfigError("empty student id: give a student id or a unique prefix (see `datagen "
+                          "students`)")
     ids: list[str] = []
     if store.path.exists():
         with store.connect() as con:

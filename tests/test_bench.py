@@ -199,7 +199,7 @@ def test_a_failing_cell_is_reported_and_the_others_go_on() -> None:
     failed = {c.generator: c for c in result.failed}
     assert set(failed) == {"wrong"}
     assert failed["wrong"].failed_step == "generate"
-    assert "kept no valid instance" in (failed["wrong"].error or "")
+    assert "kept no row: 12 of 12 requests failed (http_400 x 12)" in (failed["wrong"].error or "")
     skipped = [r.step for r in result.steps if r.cell.startswith("wrong") and
                r.status == "skipped"]
     assert skipped == ["intrinsic metrics", "train student", "evaluate student", "PGR"]

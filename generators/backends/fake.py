@@ -20,6 +20,7 @@ Responder = Callable[[GenRequest], "str | dict[str, Any]"]
 
 class FakeBackend(Backend):
     name = "fake"
+    known_options = frozenset({"replies", "cycle", "delay_s"})
 
     def __init__(
         self,

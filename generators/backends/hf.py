@@ -141,6 +141,7 @@ class HFBackend(Backend):
     (cuda when available), ``trust_remote_code`` (False), ``threads`` (torch CPU threads)."""
 
     name = "hf"
+    known_options = frozenset({"dtype", "device", "trust_remote_code", "threads"})
     batched = True
     default_batch_size = 16
 

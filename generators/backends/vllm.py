@@ -32,6 +32,7 @@ log = logging.getLogger("datagen.vllm")
 
 class VLLMBackend(Backend):
     name = "vllm"
+    known_options = None  # passed to vllm.LLM as is
     batched = True
     default_batch_size = 1 << 30  # one LLM.chat call per run; limits.batch_size splits it
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from datagen.errors import InputError
 from datagen.fingerprint import stable_hash
 from datagen.records import GenRequest, GenResponse, Instance, Message
@@ -19,7 +21,7 @@ from generators.methods.base import Method, MethodArgs, MethodContext
 class PromptArgs(MethodArgs):
     column: str | None = None
     system: str | None = None
-    samples: int = 1
+    samples: int = Field(1, ge=1, description="responses per prompt")
     keep_truncated: bool = False
 
 

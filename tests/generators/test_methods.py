@@ -7,7 +7,7 @@ import re
 import pytest
 
 from datagen import api
-from datagen.errors import InputError
+from datagen.errors import InputError, RunFailedError
 from datagen.records import GeneratorSpec
 from generators.backends.fake import FakeBackend
 from tests.conftest import ASSETS
@@ -105,8 +105,10 @@ def test_code_response_generation_runs_seed_tests():
     def responder(request):
         return "Wrong on purpose.\n```python\ndef f(*a):\n    return None\n```"
 
-    res, _ = run("response-generation", "code", responder, n=2, source=str(seeds),
-                 columns={"instruction": "text", "tests": "test_list"})
+    with pytest.raises(RunFailedError, match="kept no row") as failed:
+        run("response-generation", "code", responder, n=2, source=str(seeds),
+            columns={"instruction": "text", "tests": "test_list"})
+    res = failed.value.result
     assert not any(x.valid for x in res.instances)
     assert all(x.reject_reason.startswith("tests failed") for x in res.instances)
 
