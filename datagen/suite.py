@@ -185,6 +185,7 @@ def check_suite(suite: Suite, where: str = "suite") -> None:
     """What pydantic cannot see: names resolve in their registries, names are unique, each
     generator spec and the recipe parse, the baselines can be built."""
     from datagen.api import load_generator
+    from generators.base import check_spec
     from generators.domains.formats import DOMAINS
     from generators.methods.base import METHODS
     from metrics.intrinsic import METRICS
@@ -201,9 +202,14 @@ def check_suite(suite: Suite, where: str = "suite") -> None:
              "own name")
     for i, g in enumerate(suite.generators):
         try:
-            generator_spec(g, load_generator)
+            check_spec(generator_spec(g, load_generator))
         except ConfigError as e:
             fail(f"generators.{i}", str(e))
+    if suite.judge:
+        try:
+            check_spec(load_generator(suite.judge))
+        except (ConfigError, InputError) as e:
+            fail("judge", str(e))
     for i, m in enumerate(suite.methods):
         try:
             method = METHODS.get(m.name)(**m.args)
@@ -217,6 +223,7 @@ def check_suite(suite: Suite, where: str = "suite") -> None:
             DOMAINS.get(d)
         except ConfigError as e:
             fail(f"domains.{d}", str(e))
+        _check_seeds(suite.seeds_for(d), f"domains.{d}.seeds", fail)
         for j, t in enumerate(dom.tasks):
             try:
                 task = TASKS.get(t.name)(**t.args)
@@ -243,6 +250,11 @@ def check_suite(suite: Suite, where: str = "suite") -> None:
             key = f"domains.{d}.{role}" if getattr(suite.domains[d], role) else role
             if b.kind == "model" and not b.model:
                 fail(key, "give {model: SPEC}")
+            if b.kind == "model" and b.model and ":" in b.model:  # a spec, not a student id
+                try:
+                    check_spec(GeneratorSpec.parse(b.model))
+                except ConfigError as e:
+                    fail(key, str(e))
             if b.kind == "gold" and role == "base":
                 fail(key, "gold is a reference; the base is 'untrained' or {model: SPEC}")
             if b.kind == "untrained" and role == "reference":
@@ -252,6 +264,22 @@ def check_suite(suite: Suite, where: str = "suite") -> None:
                      "until trained): give {model: SPEC}")
     if suite.base == suite.reference:
         fail("reference", "the same as the base: PGR would be undefined")
+
+
+def _check_seeds(uri: str, key: str, fail: Any) -> None:
+    """The seed source exists and its first row can be read: a built-in set, a local file or
+    folder. A Hub dataset is only parsed (reading it would need the network)."""
+    from datagen.sources import load_rows, parse_hf_uri
+
+    try:
+        if uri.startswith("hf://"):
+            parse_hf_uri(uri)
+        else:
+            rows, _ = load_rows(uri, limit=1)
+            if not rows:
+                fail(key, f"{uri} has no rows")
+    except (ConfigError, InputError) as e:
+        fail(key, str(e))
 
 
 def generator_spec(g: SuiteGenerator, load: Any = None) -> GeneratorSpec:

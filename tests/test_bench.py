@@ -56,6 +56,18 @@ def _suite(**over: Any) -> dict[str, Any]:
     ({"student": {"recipe": "tiny-llama-dpo"}}, "SFT"),
     ({"intrinsic": ["judge"]}, "needs a judge LM"),
     ({"nn": 3}, "nn"),
+    # everything a run would find out only after training the reference (issue 11, item 14)
+    ({"generators": [{"name": "a", "spec": "nosuch:model"}]}, "generators.0: unknown backend"),
+    ({"generators": [{"name": "a", "spec": "fake:x", "options": {"bogus": 1}}]},
+     "generators.0: unknown option 'bogus'"),
+    ({"judge": "nosuch:judge"}, "judge: unknown backend 'nosuch'"),
+    ({"base": {"model": "nosuch:base"}}, "base: unknown backend 'nosuch'"),
+    ({"domains": {"arithmetic": {"tasks": ["arithmetic"], "seeds": "/no/such/seeds.jsonl"}}},
+     "domains.arithmetic.seeds: no such file"),
+    ({"domains": {"arithmetic": {"tasks": ["arithmetic"], "seeds": "builtin:nope"}}},
+     "domains.arithmetic.seeds: no built-in seed set"),
+    ({"domains": {"arithmetic": {"tasks": ["arithmetic"], "seeds": "hf://bad"}}},
+     "domains.arithmetic.seeds: bad dataset uri"),
 ])
 def test_a_bad_suite_is_one_line_naming_the_key(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)) as e:
@@ -240,3 +252,16 @@ def test_a_run_with_rate_limited_requests_is_retried_by_the_next_bench() -> None
     assert "12/12 valid" in gen.detail
     train = next(r for r in second.steps if r.step == "train student")
     assert train.status == "done"  # new data, so a new student
+
+
+def test_dry_run_and_real_run_refuse_an_unknown_provider_before_any_work(tmp_path: Path) -> None:
+    import yaml
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(yaml.safe_dump(_suite(generators=[{"name": "a", "spec": "nosuch:model"}])))
+    ws = tmp_path / "ws"
+    for extra in (["--dry-run"], []):
+        r = CliRunner().invoke(app, ["-w", str(ws), "bench", str(suite), *extra])
+        assert isinstance(r.exception, ConfigError)  # main() prints it as one line, exit 2
+        assert "generators.0: unknown backend 'nosuch'" in str(r.exception)
+    assert not ws.exists()  # nothing trained, evaluated or even created
