@@ -1,32 +1,37 @@
 """Run untrusted Python (a generated solution plus its tests) in a subprocess sandbox.
 
 Used by the code-data validator and the MBPP/HumanEval scorers. Generated code is hostile by
-default, so the child runs in a fresh interpreter (``-I -S -B``: standard library only, no
-site-packages, no ``PYTHON*`` variables) with a minimal environment (no API keys), resource limits
-(address space, CPU, processes, file size, no core dumps) and a wall-clock timeout, after which its
-process group, and every process of its uid, is killed.
+default: it must not read or write the user's files (keys in ``~/.ssh``, a ``~/.bashrc`` that
+runs later outside any sandbox, the workspace and its database) nor reach the network, whether
+datagen runs as root or as an ordinary user. A fresh interpreter (``-I -S -B``: standard library
+only), a minimal environment (no API keys), resource limits and a wall-clock timeout are not
+enough for that; the code's view of the machine has to be cut down.
 
-A launcher (this file run as a script, so no ``preexec_fn`` runs in a threaded parent) sets the
-child up. As root (CI, dev machines) it puts it in new network and mount namespaces (no network at
-all; a private size-capped tmpfs as ``/tmp``, cwd and HOME, bound over the other world-writable
-dirs) and drops to a random unprivileged uid, so file permissions block writes elsewhere and
-RLIMIT_NPROC (per uid) caps this run alone. Not root, an unprivileged user namespace is tried for
-the same network and mount isolation. Where namespaces are refused the fallback is weaker: an
-audit hook that refuses sockets and spawning programs, and a plain temp dir as cwd (``/tmp``
-stays writable). ``DATAGEN_SANDBOX`` in the child, and :func:`sandbox_mechanisms`, say which
-measures are in effect. Not covered: reads of world-readable files; memory is capped per process
-(RLIMIT_AS), not per run.
+So the preferred isolation is bubblewrap: every namespace unshared, a root filesystem of
+read-only system dirs and the interpreter only, a private tmpfs as cwd/HOME/``/tmp`` (see
+:mod:`datagen.sandbox_launch`, the launcher that sets the limits and execs it). Root without
+bwrap falls back to namespaces set up by the launcher plus a random unprivileged uid, and only
+when the network namespace is granted. Anything weaker (an ordinary user without bwrap, where
+user namespaces are refused: an audit hook that ``ctypes`` bypasses, the user's own uid) is
+refused with :class:`SandboxUnavailableError` unless ``DATAGEN_SANDBOX_UNSAFE=1`` accepts the
+risk. The choice is probed once per process (an actual run) and cached.
+
+Killing is by process group and, as root, by the per-run uid; under bwrap the pid namespace dies
+with its init, which dies with bwrap (``--die-with-parent``). Not covered: memory is capped per
+process (RLIMIT_AS), not per run; an ordinary user's RLIMIT_NPROC counts their own processes, so
+a run gets ``max_procs`` more than the user had when it started.
+
+Test hooks: ``DATAGEN_SANDBOX_NO_BWRAP`` (ignore bwrap), ``DATAGEN_SANDBOX_NO_NS`` (no namespaces
+set up by the launcher), ``DATAGEN_SANDBOX_PYTHON`` (the interpreter run inside).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import math
 import os
 import random
-import resource
 import selectors
 import shutil
 import signal
@@ -38,25 +43,27 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
+
+try:
+    from datagen.errors import DatagenError as _Base
+except ImportError:  # loaded by file path with the bare system Python (the tests' unprivileged run)
+    _Base = Exception  # type: ignore[assignment,misc]
 
 Status = Literal["passed", "failed", "timeout", "memory", "error"]
+Mode = Literal["bwrap", "ns", "weak"]
 
-_LAUNCH_ERROR, _MARK = 125, "datagen-sandbox:"  # how the launcher reports its own failure
+_LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_launch.py")
+_LAUNCH_ERROR, _MARK = 125, "datagen-sandbox:"  # as in sandbox_launch
 _UID_BASE, _UID_SPAN, _NOBODY = 1_500_000_000, 1_000_000, 65534
 _DISK_MB = 256  # the sandbox tmpfs size, and RLIMIT_FSIZE
-_CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWNET = 0x20000, 0x10000000, 0x40000000
-_MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-_GUARD = """import sys, runpy
-def _deny(event, args):
-    if event.startswith(('socket.connect', 'socket.bind', 'socket.send', 'subprocess.',
-                         'os.exec', 'os.spawn', 'os.posix_spawn', 'os.system', 'os.fork')):
-        raise PermissionError(f'{event} is not allowed in the sandbox')
-sys.addaudithook(_deny)
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name='__main__')
-"""
+REFUSAL = ("cannot run generated code safely here ({why}): install bubblewrap "
+           "(apt install bubblewrap) or set DATAGEN_SANDBOX_UNSAFE=1 to accept the risk")
+
+
+class SandboxUnavailableError(_Base):
+    """No isolation that keeps generated code from the user's files and the network."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +148,17 @@ def run_python(
     code: str, *, timeout_s: float = 10, memory_mb: int = 1024, cpu_s: int | None = None,
     max_procs: int = 64, max_output_bytes: int = 64_000, stdin: str | None = None,
 ) -> SandboxResult:
-    """Run ``code`` as ``__main__`` in the sandbox; "passed" means exit code 0."""
+    """Run ``code`` as ``__main__`` in the sandbox; "passed" means exit code 0. Raises
+    :class:`SandboxUnavailableError` where no safe isolation exists (and no opt-in)."""
+    return _run(code, require_sandbox(), timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_s,
+                max_procs=max_procs, max_output_bytes=max_output_bytes, stdin=stdin)
+
+
+def _run(
+    code: str, mode: Mode, *, timeout_s: float = 10, memory_mb: int = 1024,
+    cpu_s: int | None = None, max_procs: int = 64, max_output_bytes: int = 64_000,
+    stdin: str | None = None,
+) -> SandboxResult:
     start = time.monotonic()
     uid = _pick_uid() if os.geteuid() == 0 else None
     cpu = cpu_s if cpu_s is not None else math.ceil(timeout_s) + 1
@@ -155,12 +172,15 @@ def run_python(
             for path in (workdir, os.path.join(workdir, "main.py")):
                 os.chown(path, uid, uid)
         exe = os.path.realpath(sys.executable)
+        bwrap = _bwrap()
         config = {
-            "workdir": workdir, "uid": uid, "memory_mb": memory_mb, "cpu_s": cpu,
-            "max_procs": max_procs, "namespaces": not os.environ.get("DATAGEN_SANDBOX_NO_NS"),
-            "python": os.environ.get("DATAGEN_SANDBOX_PYTHON") or exe,
+            "mode": mode, "workdir": workdir, "uid": uid, "memory_mb": memory_mb, "cpu_s": cpu,
+            "max_procs": max_procs, "disk_mb": _DISK_MB,
+            "namespaces": not os.environ.get("DATAGEN_SANDBOX_NO_NS"),
+            "python": os.path.realpath(os.environ.get("DATAGEN_SANDBOX_PYTHON") or exe),
+            "bwrap": bwrap[0] if bwrap else None, "bwrap_features": bwrap[1] if bwrap else [],
         }
-        argv = [exe, "-I", "-S", "-B", os.path.abspath(__file__), json.dumps(config)]
+        argv = [exe, "-I", "-S", "-B", _LAUNCHER, json.dumps(config)]
         with tempfile.TemporaryFile() as stdin_file:
             stdin_file.write((stdin or "").encode())
             stdin_file.seek(0)
@@ -180,6 +200,71 @@ def run_python(
     duration, rc, stderr = time.monotonic() - start, proc.returncode, err.text()
     status = _classify(rc, stderr, timed_out, duration, cpu)
     return SandboxResult(status, rc, out.text(), stderr, duration)
+
+
+_BWRAP_FEATURES = ("disable-userns", "size")
+_bwrap_cache: dict[str, tuple[str, list[str]] | None] = {}
+
+
+def _bwrap() -> tuple[str, list[str]] | None:
+    """bwrap's path and which of the options we use beyond 0.4 it has, or None."""
+    path = shutil.which("bwrap")
+    if path is None or os.environ.get("DATAGEN_SANDBOX_NO_BWRAP"):
+        return None
+    if path not in _bwrap_cache:
+        try:
+            text = subprocess.run([path, "--help"], capture_output=True, text=True,
+                                  timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            _bwrap_cache[path] = None
+        else:
+            _bwrap_cache[path] = (path, [f for f in _BWRAP_FEATURES if f"--{f} " in text])
+    return _bwrap_cache[path]
+
+
+_modes: dict[tuple[Any, ...], Mode | str] = {}
+_modes_lock = threading.Lock()
+_PROBE = "import os, sys; sys.stdout.write(os.environ.get('DATAGEN_SANDBOX', ''))"
+
+
+def require_sandbox() -> Mode:
+    """The isolation runs get here: ``bwrap``; ``ns`` (root, no bwrap, a network namespace);
+    ``weak`` (only with ``DATAGEN_SANDBOX_UNSAFE=1``). Probed by a real run once per process
+    and setting; raises :class:`SandboxUnavailableError` where none is safe."""
+    env = os.environ
+    key = (os.geteuid(), shutil.which("bwrap"), *(env.get(f"DATAGEN_SANDBOX_{k}") for k in
+                                     ("NO_NS", "NO_BWRAP", "PYTHON", "UNSAFE")))
+    with _modes_lock:
+        if key not in _modes:
+            _modes[key] = _probe()
+        found = _modes[key]
+    if found in ("bwrap", "ns", "weak"):
+        return found
+    raise SandboxUnavailableError(REFUSAL.format(why=found))
+
+
+def _probe() -> Mode | str:
+    """The first mode that works here, else why none does."""
+    why = []
+    if _bwrap() is None:
+        why.append("no bwrap" if not shutil.which("bwrap") else "bwrap disabled")
+    else:
+        result = _run(_PROBE, "bwrap", timeout_s=30)
+        if result.passed and "netns" in result.stdout.split(","):
+            return "bwrap"
+        why.append(f"bwrap failed: {(result.stderr.strip().splitlines() or ['?'])[-1][:200]}")
+    if os.geteuid() != 0:
+        why.append("not root, so no fallback")
+    elif os.environ.get("DATAGEN_SANDBOX_NO_NS"):
+        why.append("namespaces disabled")
+    else:
+        result = _run(_PROBE, "ns", timeout_s=30)
+        if result.passed and "netns" in result.stdout.split(","):
+            return "ns"
+        why.append(f"no network namespace: {(result.stderr.strip().splitlines() or ['?'])[-1]}")
+    if os.environ.get("DATAGEN_SANDBOX_UNSAFE") == "1":
+        return "weak"
+    return "; ".join(why)
 
 
 def _collect(proc: subprocess.Popen[bytes], out: _Capped, err: _Capped, deadline: float) -> bool:
@@ -225,6 +310,8 @@ def _kill_all(proc: subprocess.Popen[bytes], uid: int | None) -> None:
 def _classify(rc: int, stderr: str, timed_out: bool, duration: float, cpu_s: int) -> Status:
     if rc == _LAUNCH_ERROR and stderr.startswith(_MARK):
         return "error"
+    if rc == 1 and stderr.startswith("bwrap: "):  # bwrap could not set the sandbox up
+        return "error"
     if timed_out or rc == -signal.SIGXCPU:
         return "timeout"
     if rc == 0:
@@ -267,97 +354,7 @@ def check_program(
 
 
 def sandbox_mechanisms() -> set[str]:
-    """The isolation in effect here: a subset of {"netns", "mountns", "uid", "audit-hook"}."""
+    """The isolation in effect here: a subset of {"bwrap", "userns", "mountns", "netns",
+    "pidns", "uid", "audit-hook"}; raises :class:`SandboxUnavailableError` where none is safe."""
     result = run_python("import os; print(os.environ.get('DATAGEN_SANDBOX', ''))", timeout_s=30)
     return {m for m in result.stdout.strip().split(",") if m} if result.passed else set()
-
-
-# ---- the launcher: runs as a script, single-threaded, before the untrusted interpreter ----
-
-
-def _mount(libc: Any, src: str, dst: str, fstype: str | None, flags: int, data: str = "") -> None:
-    args = [s.encode() if s else None for s in (src, dst, fstype, data)]
-    if libc.mount(args[0], args[1], args[2], ctypes.c_ulong(flags), args[3]) != 0:
-        raise OSError(ctypes.get_errno(), f"mount {dst}: {os.strerror(ctypes.get_errno())}")
-
-
-def _expose_interpreter(libc: Any) -> None:
-    """Python may live under a dir the sandbox uid cannot enter (pyenv in /root): cover that dir
-    with an empty tmpfs (hiding the rest of it) and bind the interpreter's prefix back in."""
-    paths = sorted({sys.base_prefix, sys.base_exec_prefix, os.path.dirname(sys.executable)})
-    todo = []
-    for path in [p for p in paths if not any(p.startswith(q + "/") for q in paths)]:
-        parts = path.split("/")
-        tops = ["/".join(parts[:i]) for i in range(2, len(parts))]
-        top = next((t for t in tops if not os.stat(t).st_mode & 0o001), None)
-        if top:
-            todo.append((top, path, os.open(path, os.O_PATH)))
-    for top, path, fd in todo:
-        if not os.path.ismount(top):
-            _mount(libc, "tmpfs", top, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=755")
-        os.makedirs(path, exist_ok=True)
-        _mount(libc, f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
-
-
-def _launch(cfg: dict[str, Any]) -> NoReturn:
-    libc = ctypes.CDLL(None, use_errno=True)
-    root, uid, gid = os.geteuid() == 0, os.getuid(), os.getgid()
-    if root:
-        uid = gid = cfg["uid"]
-    active: list[str] = []
-    home = cfg["workdir"]
-    user = 0 if root else _CLONE_NEWUSER  # an unprivileged user namespace, when not root
-    attempts = [user | _CLONE_NEWNS | _CLONE_NEWNET, user | _CLONE_NEWNET]
-    flags = next((f for f in attempts if cfg["namespaces"] and libc.unshare(f) == 0), 0)
-    if flags & _CLONE_NEWUSER:  # keep our own ids inside; we hold every capability in the ns
-        maps = [("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")]
-        for name, text in maps:
-            with open(f"/proc/self/{name}", "w") as f:
-                f.write(text)
-    if flags & _CLONE_NEWNS:
-        _mount(libc, "none", "/", None, _MS_REC | _MS_PRIVATE)
-        if root and cfg["python"] == os.path.realpath(sys.executable):
-            _expose_interpreter(libc)
-        with open(os.path.join(cfg["workdir"], "main.py"), "rb") as src:
-            code = src.read()
-        opts = f"size={_DISK_MB}m,mode=700,uid={uid},gid={gid}"
-        _mount(libc, "tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, opts)
-        with open("/tmp/main.py", "wb") as dst:
-            dst.write(code)
-        os.chown("/tmp/main.py", uid, gid)
-        for d in ("/var/tmp", "/dev/shm", "/run/lock", "/var/lock"):
-            if os.path.isdir(d) and not os.path.islink(d) and os.stat(d).st_mode & 0o002:
-                _mount(libc, "/tmp", d, None, _MS_BIND)
-        active.append("mountns")
-        home = "/tmp"
-    mb = 1 << 20
-    limits = [(resource.RLIMIT_AS, cfg["memory_mb"] * mb), (resource.RLIMIT_CORE, 0),
-              (resource.RLIMIT_NPROC, cfg["max_procs"]), (resource.RLIMIT_FSIZE, _DISK_MB * mb),
-              (resource.RLIMIT_NOFILE, 1024)]
-    for res, value in limits:
-        resource.setrlimit(res, (value, value))
-    resource.setrlimit(resource.RLIMIT_CPU, (cfg["cpu_s"], cfg["cpu_s"] + 1))  # SIGXCPU, SIGKILL
-    if root:  # never run untrusted code as root; limits are set, so NPROC binds from here on
-        os.setgroups([])
-        os.setgid(gid)
-        os.setuid(uid)
-        if os.geteuid() == 0 or os.getegid() == 0:
-            raise OSError("could not drop root privileges")
-        active.append("uid")
-    libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: setuid binaries cannot regain root
-    active.append("netns" if flags & _CLONE_NEWNET else "audit-hook")
-    os.chdir(home)
-    env = dict(os.environ, HOME=home, TMPDIR=home, DATAGEN_SANDBOX=",".join(active))
-    guard = [] if flags & _CLONE_NEWNET else ["-c", _GUARD]
-    os.execve(cfg["python"], [cfg["python"], "-I", "-S", "-B", *guard, "main.py"], env)
-
-
-if __name__ == "__main__":
-    try:
-        _launch(json.loads(sys.argv[1]))
-    except Exception as e:
-        hint = " (set DATAGEN_SANDBOX_PYTHON to a python every uid can run)"
-        hint = hint if isinstance(e, PermissionError) else ""
-        sys.stderr.write(f"{_MARK} {type(e).__name__}: {e}{hint}\n")
-        sys.stderr.flush()
-        os._exit(_LAUNCH_ERROR)
