@@ -28,7 +28,7 @@ def _print_plan(plan: Any) -> None:
     from rich import box
     from rich.table import Table
 
-    from datagen.cli_console import out
+    from datagen.cli.console import out
 
     t = Table(box=box.SIMPLE_HEAD, title=f"suite {plan.suite}: generation plan",
               title_justify="left", pad_edge=False, collapse_padding=True)
@@ -81,9 +81,8 @@ def bench_command(
     evaluate, PGR, leaderboard and HTML report. Killed? Run it again: finished steps are reused."""
 
     from datagen.bench import StepRecord, bench, bench_workspace
-    from datagen.cli import state
-    from datagen.cli_console import err, out, styled
-    from datagen.cli_metrics import leaderboard_table
+    from datagen.cli.console import err, out, state, styled
+    from datagen.cli.metrics import leaderboard_table
     from datagen.suite import load_suite
 
     suite = load_suite(suite_file)

@@ -1,4 +1,4 @@
-"""The CLI's two consoles, with rich markup switched off.
+"""The CLI's two consoles (rich markup switched off) and the root options every command reads.
 
 Everything the CLI prints carries user text: paths, run and generator names, column names, error
 messages, model output. With markup on, ``[/q]`` in any of them crashes the print and
@@ -7,6 +7,8 @@ styles on :class:`rich.text.Text` spans (:func:`styled`), never parsed out of st
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from rich.console import Console
 from rich.text import Text
@@ -18,3 +20,15 @@ err = Console(stderr=True, markup=False, highlight=False, emoji=False, soft_wrap
 def styled(*parts: str | tuple[str, str]) -> Text:
     """Plain strings and ``(text, style)`` pairs: ``styled(("error:", "red"), " ", msg)``."""
     return Text.assemble(*parts)
+
+
+class State:
+    """The root options (``--workspace``, ``--debug``, ``--quiet``), set before any command runs:
+    the one place commands read them from."""
+
+    debug = False
+    workspace: Path | None = None
+    quiet = False
+
+
+state = State()

@@ -1,8 +1,6 @@
 """``datagen eval``: score a model or a trained student on evaluation tasks, print a table.
 
-Wired into :mod:`datagen.cli` as ``app.command("eval")(eval_command)``. The global options
-(``--workspace``, ``--quiet``, ``--debug``) are read from the CLI's state when the command runs,
-so this module imports nothing from :mod:`datagen.cli` at import time (no import cycle).
+Mounted by :mod:`datagen.cli`; the root options come from :mod:`datagen.cli.console`.
 """
 
 from __future__ import annotations
@@ -30,8 +28,7 @@ def eval_command(
     from rich import box
     from rich.table import Table
 
-    from datagen.cli import state
-    from datagen.cli_console import err, out, styled
+    from datagen.cli.console import err, out, state, styled
     from datagen.errors import ConfigError
     from students.evaluate import evaluate
     from students.tasks import TASKS, get_task

@@ -12,13 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from datagen.cli_console import err, out, styled
-
-
-def _state() -> Any:
-    from datagen.cli import state
-
-    return state
+from datagen.cli.console import err, out, state, styled
 
 
 def _f(v: Any, fmt: str = ".2f") -> str:
@@ -51,7 +45,7 @@ def metrics_command(
     from datagen.api import load_generator
     from metrics import api
 
-    st = _state()
+    st = state
     families = (["stats"] if stats else []) + (["diversity"] if diversity else [])
     configs: dict[str, dict[str, Any]] = {}
     if judge:
@@ -98,7 +92,7 @@ def pgr_command(
     from metrics import api
 
     res = api.compute_pgr(run_id, base=base, reference=reference, students=student,
-                          n_boot=n_boot, seed=seed, workspace=_state().workspace)
+                          n_boot=n_boot, seed=seed, workspace=state.workspace)
     t = Table(title=f"PGR of {res.generator} ({res.method}, {res.domain})", box=None)
     for col in ("task", "student", "base", "reference", "PGR", "95% CI", "items"):
         t.add_column(col, justify="left" if col == "task" else "right")
@@ -120,7 +114,7 @@ def rank_command(
     """Rank generators by PGR, with CIs, intrinsic metrics, cost and PGR per dollar."""
     from metrics import api
 
-    rows = api.leaderboard(by, method, domain, workspace=_state().workspace)
+    rows = api.leaderboard(by, method, domain, workspace=state.workspace)
     if not rows:
         err.print("no PGR computed yet: see `datagen pgr`")
         return
@@ -179,5 +173,5 @@ def report_command(
     cost vs PGR, and what predicts PGR."""
     from metrics import api
 
-    path = api.write_report(output, title, workspace=_state().workspace)
+    path = api.write_report(output, title, workspace=state.workspace)
     err.print(f"wrote {path}")

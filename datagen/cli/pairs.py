@@ -1,20 +1,18 @@
 """``datagen pairs``: count a run's preference pairs and export them for DPO training.
 
-Kept apart from :mod:`datagen.cli` so the main CLI file stays small; it imports only typer and
-rich at module level (the export code loads on use), so ``datagen --help`` stays fast. The
-workspace comes from the root command's ``--workspace`` option through the click context,
-so this module never imports the CLI module that mounts it.
+It imports only typer and rich at module level (the export code loads on use), so ``datagen
+--help`` stays fast.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from datagen.cli_console import err, out
+from datagen.cli.console import err, out, state
 
 pairs_app = typer.Typer(
     help="Preference pairs of a run: counts per attribute, export for TRL's DPOTrainer.",
@@ -23,14 +21,8 @@ pairs_app = typer.Typer(
 )
 
 
-def _workspace(ctx: typer.Context) -> Path | None:
-    ws: Any = ctx.find_root().params.get("workspace")
-    return Path(ws) if ws else None
-
-
 @pairs_app.command("export")
 def pairs_export(
-    ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="Run id or a unique prefix.")],
     output: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Output file (a folder for --format hf).")] = None,
@@ -47,9 +39,9 @@ def pairs_export(
     from datagen.pairs import export_pairs, load_pairs
 
     where = export_pairs(run_id, output, fmt, attribute=attribute, min_margin=min_margin,
-                         workspace=_workspace(ctx), push_to_hub=push_to_hub)
+                         workspace=state.workspace, push_to_hub=push_to_hub)
     n = len(load_pairs(run_id, attribute=attribute, min_margin=min_margin,
-                       workspace=_workspace(ctx)))
+                       workspace=state.workspace))
     if output is not None:
         err.print(f"wrote {n} pairs to {output}")
     if push_to_hub is not None:
@@ -58,13 +50,12 @@ def pairs_export(
 
 @pairs_app.command("list")
 def pairs_list(
-    ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="Run id or a unique prefix.")],
 ) -> None:
     """Pairs per attribute, with their margins."""
     from datagen.pairs import pair_counts
 
-    rows = pair_counts(run_id, _workspace(ctx))
+    rows = pair_counts(run_id, state.workspace)
     if not rows:
         err.print("this run has no preference pairs")
         return

@@ -1,9 +1,7 @@
 """``datagen train`` and ``datagen students``: train a student on a run, list and show students.
 
-Wired into :mod:`datagen.cli` as ``app.command("train")(train_command)`` and
-``app.add_typer(students_app, name="students")``. The global options (``--workspace``,
-``--quiet``, ``--debug``) are read from the CLI's state when a command runs, so this module
-imports nothing from :mod:`datagen.cli` at import time (no import cycle), and nothing heavy.
+Mounted by :mod:`datagen.cli`; the root options come from :mod:`datagen.cli.console`. Nothing
+heavy is imported until a command runs.
 """
 
 from __future__ import annotations
@@ -40,8 +38,7 @@ def train_command(
         help="Give up (and cancel the training) after this many seconds.")] = None,
 ) -> None:
     """Train a student LM on a run's data (SFT on messages, or DPO on pairs) as a Ray job."""
-    from datagen.cli import state
-    from datagen.cli_console import err, styled
+    from datagen.cli.console import err, state, styled
     from students.api import train
     from students.recipes import load_recipe
 
@@ -70,8 +67,7 @@ def students_list() -> None:
     from rich import box
     from rich.table import Table
 
-    from datagen.cli import state
-    from datagen.cli_console import err, out
+    from datagen.cli.console import err, out, state
     from students.api import list_students
 
     rows = list_students(state.workspace)
@@ -100,8 +96,7 @@ def students_show(
     """One student: recipe, data, timing, loss and where its model is."""
     from rich.table import Table
 
-    from datagen.cli import state
-    from datagen.cli_console import out, styled
+    from datagen.cli.console import out, state, styled
     from students.api import show_student
 
     rec = show_student(student, state.workspace)
