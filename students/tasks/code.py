@@ -84,6 +84,12 @@ class _CodeTask(Task):
     def program(self, item: EvalItem, code: str) -> str:
         raise NotImplementedError
 
+    async def score(self, items: Any, responses: Any, ctx: ScoreContext) -> list[ItemScore]:
+        from datagen.sandbox import require_sandbox
+
+        require_sandbox()  # no safe sandbox: one clear error, not every item scored 0
+        return await super().score(items, responses, ctx)
+
     async def score_item(self, item: EvalItem, answer: str, ctx: ScoreContext) -> ItemScore:
         from datagen.sandbox import arun_python
 
