@@ -63,7 +63,7 @@ def main() -> None:
     args = ap.parse_args()
     import numpy as np
 
-    from datagen.records import GeneratorSpec, Instance, Message, RunManifest
+    from datagen_core.records import GeneratorSpec, Instance, Message, RunManifest
     from metrics.diversity import embed, load_embedder, mean_pairwise_cosine_distance
     from metrics.intrinsic import compute_intrinsic
     from metrics.store import Store

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from datagen.records import GeneratorSpec, GenRequest, Message  # noqa: E402
+from datagen_core.records import GeneratorSpec, GenRequest, Message  # noqa: E402
 from generators.engine import Engine  # noqa: E402
 
 MODEL = "bench"

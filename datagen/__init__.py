@@ -5,7 +5,7 @@ This module stays light: it re-exports records and errors only. The orchestratio
 in the engine and the store, but never torch, Ray or the CLI.
 """
 
-from datagen.errors import (
+from datagen_core.errors import (
     BackendError,
     ConfigError,
     DatagenError,
@@ -13,7 +13,7 @@ from datagen.errors import (
     MissingDependencyError,
     MissingKeyError,
 )
-from datagen.records import GeneratorSpec, GenRequest, GenResponse, Message, SamplingParams
+from datagen_core.records import GeneratorSpec, GenRequest, GenResponse, Message, SamplingParams
 
 __version__ = "0.1.0"
 

@@ -27,10 +27,10 @@ import orjson
 from pydantic import ValidationError
 
 from datagen import __version__
-from datagen.errors import ConfigError, DatagenError, InputError, RunFailedError
-from datagen.files import parquet_bytes, write_output
-from datagen.fingerprint import fingerprint, stable_hash
-from datagen.records import (
+from datagen_core.errors import ConfigError, DatagenError, InputError, RunFailedError
+from datagen_core.files import parquet_bytes, write_output
+from datagen_core.fingerprint import fingerprint, stable_hash
+from datagen_core.records import (
     GeneratorSpec,
     GenRequest,
     GenResponse,
@@ -39,9 +39,9 @@ from datagen.records import (
     RunManifest,
     validation_message,
 )
-from datagen.secrets import redact
-from datagen.sources import load_rows
-from datagen.workspace import Workspace, run_lock
+from datagen_core.secrets import redact
+from datagen_core.sources import load_rows
+from datagen_core.workspace import Workspace, run_lock
 from generators.base import check_spec
 from generators.engine import Engine, EngineStats
 
@@ -83,7 +83,7 @@ def _generator_file(path: str) -> dict[str, Any]:
     """A generator YAML file's fields: ``spec: provider:model[@url]`` plus settings. A setting
     that the spec already fixes (``provider: openai`` beside ``spec: fake``) is an error, not a
     silent switch of provider."""
-    from datagen.sources import read_yaml_mapping
+    from datagen_core.sources import read_yaml_mapping
 
     data = read_yaml_mapping(path, "generator", "a mapping with 'spec: provider:model' and "
                              "settings (sampling, limits, price, options)")
@@ -143,7 +143,7 @@ class RunPlan:
         sent: list[GenRequest] = []
 
         async def record(requests: list[GenRequest]) -> list[GenResponse]:
-            from datagen.records import ErrorInfo
+            from datagen_core.records import ErrorInfo
 
             sent.extend(requests)
             return [GenResponse(key=str(i), index=i, error=ErrorInfo(
@@ -247,7 +247,7 @@ async def agenerate(
 
     A run that keeps no row, or whose share of failed requests is above ``max_failure_rate``
     (0-1; default: any share), is stored with status ``failed`` and raises
-    :class:`~datagen.errors.RunFailedError`, whose ``result`` holds what it did produce; the
+    :class:`~datagen_core.errors.RunFailedError`, whose ``result`` holds what it did produce; the
     same call again resends only the failed requests.
     """
     if max_failure_rate is not None and not 0 <= max_failure_rate <= 1:

@@ -32,11 +32,11 @@ from typing import Any
 
 import orjson
 
-from datagen.errors import ConfigError, DatagenError, InputError
-from datagen.fingerprint import stable_hash
-from datagen.secrets import redact
 from datagen.suite import Baseline, Suite, SuiteGenerator, SuiteMethod, generator_spec
-from datagen.workspace import Workspace
+from datagen_core.errors import ConfigError, DatagenError, InputError
+from datagen_core.fingerprint import stable_hash
+from datagen_core.secrets import redact
+from datagen_core.workspace import Workspace
 
 log = logging.getLogger("datagen.bench")
 
@@ -206,7 +206,7 @@ class _Runner:
         return base_ids, ref_ids
 
     def baseline_model(self, b: Baseline) -> Any:
-        from datagen.records import GeneratorSpec
+        from datagen_core.records import GeneratorSpec
         from students.evaluate import student_spec
 
         if b.kind == "model":
@@ -220,7 +220,7 @@ class _Runner:
     def gold_data(self, domain: str) -> Path:
         """The domain's gold rows as chat SFT data, as many as a cell uses; the file's content
         (so the reference student's id) depends only on the seeds and n."""
-        from datagen.sources import load_rows
+        from datagen_core.sources import load_rows
         from generators.methods.agora import seed_rows
 
         uri = self.suite.seeds_for(domain)

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import DatagenError
 from datagen.suite import Suite, generator_spec
+from datagen_core.errors import DatagenError
 
 CHARS_PER_TOKEN = 4
 
@@ -109,7 +109,7 @@ def _short(e: Exception) -> str:
 
 def _seed_sources(suite: Suite) -> dict[str, tuple[str, str | None]]:
     """Per domain, the seed set to plan with and a note when it is a stand-in."""
-    from datagen.sources import load_rows
+    from datagen_core.sources import load_rows
 
     out: dict[str, tuple[str, str | None]] = {}
     for d in suite.domains:
@@ -142,7 +142,7 @@ def plan_cell(suite: Suite, g: Any, m: Any, domain: str,
         prompt = prompt * n // count  # the real seed set has n rows; the proxy fewer
         count = n
     completion = count * spec.sampling.max_tokens
-    from datagen.records import Usage
+    from datagen_core.records import Usage
 
     local = spec.provider not in ("openai", "anthropic") or spec.base_url is not None
     price = spec.price or price_for(spec.provider, spec.model)

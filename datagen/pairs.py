@@ -30,9 +30,9 @@ from typing import Any
 
 import orjson
 
-from datagen.errors import BackendError, ConfigError, InputError, NotFoundError
-from datagen.records import Pair
-from datagen.workspace import Workspace
+from datagen_core.errors import BackendError, ConfigError, InputError, NotFoundError
+from datagen_core.records import Pair
+from datagen_core.workspace import Workspace
 from metrics.store import Store
 
 PAIR_FORMATS = ("trl", "jsonl", "parquet", "hf")
@@ -101,7 +101,7 @@ def _dataset(pairs: list[Pair]) -> Any:
     try:
         import datasets
     except ImportError:  # pragma: no cover - a core dependency
-        from datagen.errors import MissingDependencyError
+        from datagen_core.errors import MissingDependencyError
 
         raise MissingDependencyError("hf export", "datasets") from None
     return datasets.Dataset.from_list(full_rows(pairs, json_strings=True))
@@ -125,7 +125,7 @@ def export_pairs(
     pairs = load_pairs(run_id, attribute=attribute, min_margin=min_margin, workspace=workspace)
     path = Path(out) if out is not None else None
     if path is not None:
-        from datagen.files import parquet_bytes, write_output
+        from datagen_core.files import parquet_bytes, write_output
 
         if fmt in ("trl", "jsonl"):
             rows = trl_rows(pairs) if fmt == "trl" else full_rows(pairs)

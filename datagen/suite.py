@@ -37,8 +37,8 @@ from pydantic import (
     field_validator,
 )
 
-from datagen.errors import ConfigError, InputError
-from datagen.records import GeneratorSpec, validation_message
+from datagen_core.errors import ConfigError, InputError
+from datagen_core.records import GeneratorSpec, validation_message
 
 
 class _Config(BaseModel):
@@ -166,7 +166,7 @@ class Suite(_Config):
 
 def load_suite(path: str | Path) -> Suite:
     """Read and fully validate a suite file; every problem is one :class:`ConfigError` line."""
-    from datagen.sources import read_yaml_mapping
+    from datagen_core.sources import read_yaml_mapping
 
     data = read_yaml_mapping(path, "suite", "a mapping with name, generators, methods, domains")
     return parse_suite(data, str(path))
@@ -269,7 +269,7 @@ def check_suite(suite: Suite, where: str = "suite") -> None:
 def _check_seeds(uri: str, key: str, fail: Any) -> None:
     """The seed source exists and its first row can be read: a built-in set, a local file or
     folder. A Hub dataset is only parsed (reading it would need the network)."""
-    from datagen.sources import load_rows, parse_hf_uri
+    from datagen_core.sources import load_rows, parse_hf_uri
 
     try:
         if uri.startswith("hf://"):

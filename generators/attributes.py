@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from datagen.errors import ConfigError, InputError
-from datagen.records import validation_message
+from datagen_core.errors import ConfigError, InputError
+from datagen_core.records import validation_message
 
 BUILTIN_FILE = "attributes.yaml"
 

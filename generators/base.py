@@ -14,10 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from datagen.errors import ConfigError, DatagenError
-from datagen.records import ErrorInfo, ErrorKind, GeneratorSpec, GenRequest, Price, SamplingParams
-from datagen.registry import Registry
-from datagen.secrets import redact
+from datagen_core.errors import ConfigError, DatagenError
+from datagen_core.records import (
+    ErrorInfo,
+    ErrorKind,
+    GeneratorSpec,
+    GenRequest,
+    Price,
+    SamplingParams,
+)
+from datagen_core.registry import Registry
+from datagen_core.secrets import redact
 
 
 @dataclass(slots=True)
@@ -151,17 +158,7 @@ class Backend(ABC):
         return f"{where}: {exc}"
 
 
-BACKENDS: Registry[type[Backend]] = Registry(
-    "backend",
-    "datagen.backends",
-    builtins={
-        "openai": "generators.backends.openai:OpenAIBackend",
-        "anthropic": "generators.backends.anthropic:AnthropicBackend",
-        "vllm": "generators.backends.vllm:VLLMBackend",
-        "hf": "generators.backends.hf:HFBackend",
-        "fake": "generators.backends.fake:FakeBackend",
-    },
-)
+BACKENDS: Registry[type[Backend]] = Registry("backend", "datagen.backends")
 
 
 def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:

@@ -45,8 +45,8 @@ import orjson
 import xxhash
 from pydantic import BaseModel, ConfigDict, Field
 
-from datagen.errors import ConfigError, InputError, MissingDependencyError
-from datagen.records import Instance
+from datagen_core.errors import ConfigError, InputError, MissingDependencyError
+from datagen_core.records import Instance
 
 _TOKEN = re.compile(r"\w+")
 _U64 = np.uint64

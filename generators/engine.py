@@ -24,9 +24,9 @@ from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
-from datagen.errors import BackendError
-from datagen.fingerprint import canonical, hash_canonical
-from datagen.records import (
+from datagen_core.errors import BackendError
+from datagen_core.fingerprint import canonical, hash_canonical
+from datagen_core.records import (
     ErrorInfo,
     GeneratorSpec,
     GenRequest,
@@ -69,7 +69,7 @@ class _Keys:
 
     Gives exactly the bytes (and so the keys) of hashing, per request, the payload
     ``{**spec.semantic(), "sampling": effective sampling, "messages": [(role, content), ...],
-    "schema": ..., "sample": ...}`` with :func:`datagen.fingerprint.stable_hash`
+    "schema": ..., "sample": ...}`` with :func:`datagen_core.fingerprint.stable_hash`
     (the original definition, kept byte-identical: tests pin known keys).
     """
 

@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from datagen.errors import ConfigError, MissingDependencyError
-from datagen.records import validation_message
-from datagen.registry import Registry
+from datagen_core.errors import ConfigError, MissingDependencyError
+from datagen_core.records import validation_message
+from datagen_core.registry import Registry
 
 
 class EvaluatorSettings(BaseModel):
@@ -141,11 +141,7 @@ class Length(Evaluator):
         return float(len(text.split()))
 
 
-EVALUATORS: Registry[type[Evaluator]] = Registry("evaluator", "datagen.evaluators", builtins={
-    "sentiment": "generators.evaluators:Sentiment",
-    "reading-grade": "generators.evaluators:ReadingGrade",
-    "length": "generators.evaluators:Length",
-})
+EVALUATORS: Registry[type[Evaluator]] = Registry("evaluator", "datagen.evaluators")
 
 DEFAULT_EVALUATORS = ("sentiment", "reading-grade", "length")
 

@@ -15,9 +15,9 @@ from typing import IO, Any
 
 import orjson
 
-from datagen.errors import RunLockedError
-from datagen.records import ErrorInfo, GenResponse, Usage
-from datagen.secrets import redact_bytes
+from datagen_core.errors import RunLockedError
+from datagen_core.records import ErrorInfo, GenResponse, Usage
+from datagen_core.secrets import redact_bytes
 
 
 def iter_log(path: Path) -> Iterator[dict[str, Any]]:

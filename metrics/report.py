@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from datagen.errors import DatagenError
+from datagen_core.errors import DatagenError
 from metrics.leaderboard import INTRINSIC_COLUMNS, cells, overall
 from metrics.store import Store
 
@@ -233,6 +233,6 @@ def build_report(store: Store, title: str = "datagen benchmark report") -> str:
 
 
 def write_report(store: Store, out: Path | str, title: str = "datagen benchmark report") -> Path:
-    from datagen.files import write_output
+    from datagen_core.files import write_output
 
     return write_output(out, build_report(store, title).encode("utf-8"))

@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
-from datagen.errors import DatagenError
-from datagen.records import GenResponse, Instance, Pair, RunManifest
-from datagen.secrets import redact
+from datagen_core.errors import DatagenError
+from datagen_core.records import GenResponse, Instance, Pair, RunManifest
+from datagen_core.secrets import redact
 from metrics.migrations import MIGRATIONS
 
 _LOCK_WAIT_S = 30.0
@@ -127,7 +127,7 @@ class Store:
     def resolve_run(self, prefix: str) -> str:
         """A full run id from a unique prefix, like git (an empty prefix names no run)."""
         if not prefix.strip():
-            from datagen.errors import ConfigError
+            from datagen_core.errors import ConfigError
 
             raise ConfigError("empty run id: give a run id or a unique prefix (see `datagen runs`)")
         with self.connect() as con:
@@ -135,7 +135,7 @@ class Store:
                 "SELECT run_id FROM runs WHERE starts_with(run_id, ?)", [prefix]
             ).fetchall()]
         if not ids:
-            from datagen.errors import NotFoundError
+            from datagen_core.errors import NotFoundError
 
             raise NotFoundError(f"no run {prefix!r} in {self.path.parent}: see `datagen runs`")
         if len(ids) > 1:
@@ -146,7 +146,7 @@ class Store:
         with self.connect() as con:
             runs = _dicts(con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]))
             if not runs:
-                from datagen.errors import NotFoundError
+                from datagen_core.errors import NotFoundError
 
                 raise NotFoundError(f"no run {run_id!r}: see `datagen runs`")
             summary = runs[0]

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from datagen.errors import ConfigError, DatagenError, NotFoundError
+from datagen_core.errors import ConfigError, DatagenError, NotFoundError
 from metrics.store import Store, _dicts
 
 _COLUMNS = ("student_id", "base_model", "recipe", "data_run_id", "status", "created_at",

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import DatagenError, NotFoundError
-from datagen.workspace import Workspace
+from datagen_core.errors import DatagenError, NotFoundError
+from datagen_core.workspace import Workspace
 from students.recipes import Recipe, load_recipe
 from students.records import DataRef, StudentRecord
 from students.train import read_manifest, resolve_data, student_id

@@ -33,10 +33,10 @@ from typing import Any
 
 import orjson
 
-from datagen.errors import ConfigError, NotFoundError
-from datagen.fingerprint import fingerprint
-from datagen.records import GeneratorSpec, GenRequest, GenResponse
-from datagen.workspace import Workspace
+from datagen_core.errors import ConfigError, NotFoundError
+from datagen_core.fingerprint import fingerprint
+from datagen_core.records import GeneratorSpec, GenRequest, GenResponse
+from datagen_core.workspace import Workspace
 from generators.engine import Engine, EngineStats
 from students.tasks.base import ItemScore, ScoreContext, Task, get_task
 

@@ -18,8 +18,8 @@ import sys
 
 import orjson
 
-from datagen.errors import DatagenError
-from datagen.workspace import Workspace
+from datagen_core.errors import DatagenError
+from datagen_core.workspace import Workspace
 
 
 def main(argv: list[str] | None = None) -> int:

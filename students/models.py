@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from datagen.errors import BackendError, ConfigError
+from datagen_core.errors import BackendError, ConfigError
 from students.recipes import Recipe, ScratchModel
 
 log = logging.getLogger("datagen.students")

@@ -33,8 +33,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import ConfigError, DatagenError, MissingDependencyError
-from datagen.workspace import Workspace
+from datagen_core.errors import ConfigError, DatagenError, MissingDependencyError
+from datagen_core.workspace import Workspace
 from students.recipes import Recipe
 from students.records import DataRef, StudentRecord
 from students.train import read_manifest, student_id

@@ -32,8 +32,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from datagen.errors import ConfigError
-from datagen.records import validation_message
+from datagen_core.errors import ConfigError
+from datagen_core.records import validation_message
 
 SCRATCH = "scratch"
 
@@ -201,7 +201,7 @@ def load_recipe(spec: str | Path | Recipe | dict[str, Any] = "tiny-llama",
 
 
 def _from_file(path: Path) -> dict[str, Any]:
-    from datagen.sources import read_yaml_mapping
+    from datagen_core.sources import read_yaml_mapping
 
     return _from_mapping(read_yaml_mapping(path, "recipe", "a mapping of recipe fields"),
                          str(path))

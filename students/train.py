@@ -35,9 +35,9 @@ from typing import Any, Literal
 
 import orjson
 
-from datagen.errors import ConfigError, InputError, MissingDependencyError
-from datagen.fingerprint import file_fingerprint, fingerprint
-from datagen.workspace import Workspace
+from datagen_core.errors import ConfigError, InputError, MissingDependencyError
+from datagen_core.fingerprint import file_fingerprint, fingerprint
+from datagen_core.workspace import Workspace
 from students.recipes import Recipe, load_recipe
 from students.records import DataRef, StudentRecord
 
@@ -151,7 +151,7 @@ def _clean_stale(ws: Workspace) -> None:
 def load_examples(ref: DataRef) -> list[dict[str, Any]]:
     """Rows as TRL reads them: ``{"messages"}`` for SFT, ``{"prompt","chosen","rejected"}`` for
     DPO (chat-message lists or plain strings). Other columns are dropped."""
-    from datagen.sources import load_rows
+    from datagen_core.sources import load_rows
 
     rows, _ = load_rows(ref.path)
     out = [_sft_row(r, ref.path, i) if ref.kind == "sft" else _dpo_row(r, ref.path, i)

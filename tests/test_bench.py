@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from datagen.bench import StepRecord, bench
 from datagen.bench_plan import plan_bench
 from datagen.cli import app
-from datagen.errors import ConfigError
-from datagen.records import GeneratorSpec, GenRequest
 from datagen.suite import load_suite, parse_suite
+from datagen_core.errors import ConfigError
+from datagen_core.records import GeneratorSpec, GenRequest
 from generators.backends.fake import FakeBackend
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "bench"

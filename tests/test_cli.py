@@ -81,7 +81,7 @@ def test_generate_runs_show_and_export(tmp_path, monkeypatch):
 
 def test_failures_and_rejections_are_counted(tmp_path):
     from datagen import api
-    from datagen.records import GeneratorSpec
+    from datagen_core.records import GeneratorSpec
     from generators.backends.fake import FakeBackend
 
     spec = GeneratorSpec.parse("fake:s", sampling={"max_tokens": 3},

@@ -62,7 +62,7 @@ def test_students_on_generated_and_gold_data_are_evaluated_into_duckdb(tmp_path)
         assert again["gsm8k"].cached and again["gsm8k"].score == result["gsm8k"].score
         retrained = train(data, recipe, use_ray=False)
         assert retrained.finished_at == student.finished_at  # never retrained
-    from datagen.workspace import Workspace
+    from datagen_core.workspace import Workspace
 
     with duckdb.connect(str(Workspace.resolve().db_path), read_only=True) as con:
         for r in scores.values():

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from datagen import api
 from datagen.cli import app
-from datagen.errors import BackendError, ConfigError, InputError, NotFoundError
 from datagen.pairs import export_pairs, load_pairs, pair_counts
-from datagen.records import GeneratorSpec
+from datagen_core.errors import BackendError, ConfigError, InputError, NotFoundError
+from datagen_core.records import GeneratorSpec
 from generators.backends.fake import FakeBackend
 
 CHAT_TEMPLATE = (

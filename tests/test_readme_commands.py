@@ -209,7 +209,7 @@ def _plant_bench(root: Path) -> dict[str, str]:
     runs, so `datagen pgr RUN` finds the student's evaluation itself."""
     import numpy as np
 
-    from datagen.workspace import Workspace
+    from datagen_core.workspace import Workspace
     from metrics.scores import write_evaluation
     from metrics.store import Store
     from metrics.students_store import upsert_student
@@ -238,7 +238,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     import pyarrow.parquet as pq
 
     from datagen import api
-    from datagen.records import GeneratorSpec
+    from datagen_core.records import GeneratorSpec
     from generators.backends.fake import FakeBackend
     from tests.conftest import ASSETS, start_loopback
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from datagen.errors import ConfigError
-from datagen.fingerprint import fingerprint, stable_hash
-from datagen.records import GeneratorSpec, GenRequest, Message, SamplingParams
+from datagen_core.errors import ConfigError
+from datagen_core.fingerprint import fingerprint, stable_hash
+from datagen_core.records import GeneratorSpec, GenRequest, Message, SamplingParams
 from generators.engine import request_key
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from datagen.errors import DatagenError
-from datagen.sandbox import (
+from datagen_core.errors import DatagenError
+from datagen_core.sandbox import (
     SandboxUnavailableError,
     arun_python,
     assemble_program,

@@ -92,7 +92,7 @@ def test_a_gateway_that_echoes_headers_leaves_no_key_in_the_database(tmp_path, l
 def test_keys_datagen_never_read_are_masked_by_shape(tmp_path):
     """An answer that carries someone else's key (an upstream key a proxy echoes, or a key of an
     earlier run stored before redaction existed) is masked in the log and the database alike."""
-    from datagen.records import GenResponse
+    from datagen_core.records import GenResponse
     from generators.log import ResponseLog, load_answers
     from metrics.store import Store
 

@@ -23,8 +23,8 @@ from datagen.cli.metrics import metrics_command, pgr_command, rank_command, repo
 from datagen.cli.pairs import pairs_app
 from datagen.cli.runs import export, generate, runs_app
 from datagen.cli.students import students_app, train_command
-from datagen.errors import DatagenError
-from datagen.secrets import install_log_filter, redact
+from datagen_core.errors import DatagenError
+from datagen_core.secrets import install_log_filter, redact
 
 
 class _Group(TyperGroup):

@@ -63,7 +63,7 @@ def generate(
 ) -> None:
     """Generate a dataset: send prompts to a generator LM, keep the answers as SFT rows."""
     from datagen import api
-    from datagen.errors import ConfigError, RunFailedError
+    from datagen_core.errors import ConfigError, RunFailedError
 
     if samples < 1:
         raise ConfigError(f"--samples must be at least 1, got {samples}")
@@ -128,7 +128,7 @@ def _summary(result: Any) -> None:
 def _parse_args(items: list[str]) -> dict[str, Any]:
     import yaml
 
-    from datagen.errors import ConfigError
+    from datagen_core.errors import ConfigError
 
     out: dict[str, Any] = {}
     for item in items:
@@ -145,7 +145,7 @@ def _parse_args(items: list[str]) -> dict[str, Any]:
 
 
 def _parse_columns(text: str) -> dict[str, str]:
-    from datagen.errors import ConfigError
+    from datagen_core.errors import ConfigError
 
     out = {}
     for part in text.split(","):

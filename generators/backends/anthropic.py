@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from datagen.errors import MissingDependencyError, MissingKeyError
-from datagen.records import ErrorInfo, GenRequest, SamplingParams
-from datagen.secrets import redact, secret_from_env
+from datagen_core.errors import MissingDependencyError, MissingKeyError
+from datagen_core.records import ErrorInfo, GenRequest, SamplingParams
+from datagen_core.secrets import redact, secret_from_env
 from generators.base import Backend, ProviderError, Reply, parse_retry_after
 
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from datagen.records import GeneratorSpec, GenRequest, SamplingParams
+from datagen_core.records import GeneratorSpec, GenRequest, SamplingParams
 from generators.base import Backend, ProviderError, Reply
 
 Responder = Callable[[GenRequest], "str | dict[str, Any]"]

@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import BackendError, ConfigError, MissingDependencyError
-from datagen.records import ErrorInfo, GenRequest, SamplingParams
-from datagen.workspace import default_cache_dir
+from datagen_core.errors import BackendError, ConfigError, MissingDependencyError
+from datagen_core.records import ErrorInfo, GenRequest, SamplingParams
+from datagen_core.workspace import default_cache_dir
 from generators.base import Backend, Reply
 
 log = logging.getLogger("datagen.hf")

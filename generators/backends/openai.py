@@ -20,9 +20,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from datagen.errors import MissingKeyError
-from datagen.records import GenRequest, SamplingParams
-from datagen.secrets import secret_from_env
+from datagen_core.errors import MissingKeyError
+from datagen_core.records import GenRequest, SamplingParams
+from datagen_core.secrets import secret_from_env
 from generators.base import Backend, ProviderError, Reply, parse_retry_after
 
 OPENAI_URL = "https://api.openai.com/v1"

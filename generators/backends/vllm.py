@@ -23,8 +23,8 @@ import importlib
 import logging
 from typing import Any
 
-from datagen.errors import BackendError, MissingDependencyError
-from datagen.records import ErrorInfo, GenRequest, SamplingParams
+from datagen_core.errors import BackendError, MissingDependencyError
+from datagen_core.records import ErrorInfo, GenRequest, SamplingParams
 from generators.base import Backend, Reply
 
 log = logging.getLogger("datagen.vllm")

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from datagen.registry import Registry
+from datagen_core.registry import Registry
 
 _TEMPLATE_MARKERS = re.compile(
     r"(\[(insert|your|placeholder)[^\]]*\]|\{\{[^}]*\}\}|<(new )?(instruction|response|problem|"
@@ -92,12 +92,7 @@ class Domain:
         return Verdict(True)
 
 
-DOMAINS: Registry[type[Domain]] = Registry("domain", "datagen.domains", builtins={
-    "math": "generators.domains.formats:MathDomain",
-    "code": "generators.domains.formats:CodeDomain",
-    "general": "generators.domains.formats:GeneralDomain",
-    "arithmetic": "generators.domains.formats:ArithmeticDomain",
-})
+DOMAINS: Registry[type[Domain]] = Registry("domain", "datagen.domains")
 
 
 def get_domain(name: str) -> Domain:
@@ -189,7 +184,7 @@ class CodeDomain(Domain):
         meta: dict[str, Any] = {"code": code, "tests": valid_tests}
         if not valid_tests:
             return Verdict(True, meta={**meta, "tested": False})
-        from datagen.sandbox import check_program
+        from datagen_core.sandbox import check_program
 
         result = check_program(code, valid_tests)
         if result.status != "passed":

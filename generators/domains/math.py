@@ -52,7 +52,7 @@ import signal
 import threading
 from fractions import Fraction
 
-from datagen.errors import InputError
+from datagen_core.errors import InputError
 
 __all__ = ["answers_match", "extract_answer", "gsm8k_gold", "normalize_answer", "score"]
 

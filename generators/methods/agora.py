@@ -19,9 +19,9 @@ from typing import Any
 
 from pydantic import Field
 
-from datagen.errors import ConfigError, InputError
-from datagen.fingerprint import stable_hash
-from datagen.records import GenRequest, GenResponse, Instance, Message
+from datagen_core.errors import ConfigError, InputError
+from datagen_core.fingerprint import stable_hash
+from datagen_core.records import GenRequest, GenResponse, Instance, Message
 from generators.domains.formats import Verdict, get_domain, parse_tests, split_sections
 from generators.methods.base import Method, MethodArgs, MethodContext, Produced, map_columns
 

@@ -37,9 +37,9 @@ from importlib import resources
 from string import Template
 from typing import Any
 
-from datagen.errors import ConfigError, InputError
-from datagen.fingerprint import stable_hash
-from datagen.records import GenRequest, GenResponse, Instance, Message, Pair, SamplingParams
+from datagen_core.errors import ConfigError, InputError
+from datagen_core.fingerprint import stable_hash
+from datagen_core.records import GenRequest, GenResponse, Instance, Message, Pair, SamplingParams
 from generators.attributes import Attribute, resolve_attributes
 from generators.methods.base import (
     Generate,

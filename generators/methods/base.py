@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from datagen.errors import ConfigError, InputError
-from datagen.records import (
+from datagen_core.errors import ConfigError, InputError
+from datagen_core.records import (
     GeneratorSpec,
     GenRequest,
     GenResponse,
@@ -31,7 +31,7 @@ from datagen.records import (
     Pair,
     validation_message,
 )
-from datagen.registry import Registry
+from datagen_core.registry import Registry
 
 
 class MethodArgs(BaseModel):
@@ -138,11 +138,4 @@ def map_columns(rows: list[dict[str, Any]], columns: dict[str, str] | None,
     return chosen
 
 
-METHODS: Registry[type[Method]] = Registry("method", "datagen.methods", builtins={
-    "prompt": "generators.methods.prompt:PromptMethod",
-    "instance-generation": "generators.methods.agora:InstanceGeneration",
-    "response-generation": "generators.methods.agora:ResponseGeneration",
-    "quality-enhancement": "generators.methods.agora:QualityEnhancement",
-    "attribute-variants": "generators.methods.alfa:AttributeVariants",
-    "multi-attribute-edit": "generators.methods.macs:MultiAttributeEdit",
-})
+METHODS: Registry[type[Method]] = Registry("method", "datagen.methods")

@@ -49,9 +49,9 @@ from typing import Any
 import orjson
 from pydantic import Field
 
-from datagen.errors import ConfigError, InputError
-from datagen.fingerprint import stable_hash
-from datagen.records import GenRequest, GenResponse, Instance, Message, Pair, SamplingParams
+from datagen_core.errors import ConfigError, InputError
+from datagen_core.fingerprint import stable_hash
+from datagen_core.records import GenRequest, GenResponse, Instance, Message, Pair, SamplingParams
 from generators.evaluators import (
     DEFAULT_EVALUATORS,
     Evaluator,

@@ -11,10 +11,10 @@ from typing import Any
 
 from pydantic import Field
 
-from datagen.errors import InputError
-from datagen.fingerprint import stable_hash
-from datagen.records import GenRequest, GenResponse, Instance, Message
-from datagen.sources import pick_column
+from datagen_core.errors import InputError
+from datagen_core.fingerprint import stable_hash
+from datagen_core.records import GenRequest, GenResponse, Instance, Message
+from datagen_core.sources import pick_column
 from generators.methods.base import Method, MethodArgs, MethodContext
 
 

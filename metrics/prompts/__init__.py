@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from string import Template
 
-from datagen.errors import ConfigError
+from datagen_core.errors import ConfigError
 
 HERE = Path(__file__).resolve().parent
 DOMAINS = ("math", "code", "general")

@@ -7,7 +7,7 @@ ones enter the evaluation id, so adding an argument with a default, or changing 
 one (where the data file lies, sandbox concurrency), keeps existing ids.
 
 Data comes from the HF Hub by default (the real ``datasets.load_dataset`` through
-:func:`datagen.sources.load_rows`), from a local copy when ``$DATAGEN_EVAL_DIR`` names a folder
+:func:`datagen_core.sources.load_rows`), from a local copy when ``$DATAGEN_EVAL_DIR`` names a folder
 laid out like the offline assets (``gsm8k/test.jsonl``, ``mbpp/mbpp.jsonl``, ...), or from any
 ``source=`` a task is given. Items are kept in the data set's order, so ``limit=N`` is always the
 same held-out slice: the first N items.
@@ -28,8 +28,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from datagen.errors import ConfigError, InputError
-from datagen.records import (
+from datagen_core.errors import ConfigError, InputError
+from datagen_core.records import (
     GenRequest,
     GenResponse,
     Message,
@@ -37,7 +37,7 @@ from datagen.records import (
     SourceSpec,
     validation_message,
 )
-from datagen.registry import Registry
+from datagen_core.registry import Registry
 
 EVAL_DIR_ENV = "DATAGEN_EVAL_DIR"
 """A folder laid out like the offline assets: every task whose file is there loads it from there."""
@@ -143,7 +143,7 @@ class Task(ABC):
 
     def load(self, limit: int | None = None) -> tuple[list[EvalItem], SourceSpec]:
         """The items in data set order (the first ``limit`` of them) and where they came from."""
-        from datagen.sources import load_rows
+        from datagen_core.sources import load_rows
 
         if limit is not None and limit < 1:
             raise ConfigError(f"limit must be at least 1, got {limit}")
@@ -214,15 +214,7 @@ def failed_generation(item: EvalItem, response: GenResponse) -> ItemScore:
                      detail={"error": f"generation failed ({reason})"})
 
 
-TASKS: Registry[type[Task]] = Registry("task", "datagen.tasks", builtins={
-    "gsm8k": "students.tasks.math:Gsm8k",
-    "math500": "students.tasks.math:Math500",
-    "mbpp": "students.tasks.code:Mbpp",
-    "humaneval": "students.tasks.code:HumanEval",
-    "ifeval": "students.tasks.ifeval:IFEval",
-    "winrate": "students.tasks.judge:JudgeWinRate",
-    "arithmetic": "students.tasks.arithmetic:Arithmetic",
-})
+TASKS: Registry[type[Task]] = Registry("task", "datagen.tasks")
 
 
 def get_task(name: str, **args: Any) -> Task:

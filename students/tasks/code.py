@@ -2,7 +2,7 @@
 
 The code is taken from the completion (:func:`extract_code`): a fenced block (the one that
 defines the function under test, else the longest), else the raw text. Each program runs in
-:mod:`datagen.sandbox` (fresh interpreter, no network, memory and CPU limits, a wall-clock
+:mod:`datagen_core.sandbox` (fresh interpreter, no network, memory and CPU limits, a wall-clock
 timeout), so a solution that loops, segfaults or eats memory fails its own item and nothing
 else; at most ``concurrency`` programs run at once.
 """
@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from datagen.errors import InputError
+from datagen_core.errors import InputError
 from students.tasks.base import EVAL_DIR_ENV, EvalItem, ItemScore, ScoreContext, Task, TaskArgs
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -85,13 +85,13 @@ class _CodeTask(Task):
         raise NotImplementedError
 
     async def score(self, items: Any, responses: Any, ctx: ScoreContext) -> list[ItemScore]:
-        from datagen.sandbox import require_sandbox
+        from datagen_core.sandbox import require_sandbox
 
         require_sandbox()  # no safe sandbox: one clear error, not every item scored 0
         return await super().score(items, responses, ctx)
 
     async def score_item(self, item: EvalItem, answer: str, ctx: ScoreContext) -> ItemScore:
-        from datagen.sandbox import arun_python
+        from datagen_core.sandbox import arun_python
 
         code = extract_code(answer, item.data.get("entry_point"))
         args = self.code_args
@@ -172,7 +172,7 @@ class Mbpp(_CodeTask):
         return items
 
     def program(self, item: EvalItem, code: str) -> str:
-        from datagen.sandbox import assemble_program
+        from datagen_core.sandbox import assemble_program
 
         return assemble_program(code, item.data["tests"], setup=item.data["imports"])
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from datagen.errors import InputError
-from datagen.records import GenResponse
+from datagen_core.errors import InputError
+from datagen_core.records import GenResponse
 from students.tasks import ifeval_checks as checks
 from students.tasks.base import EvalItem, ItemScore, ScoreContext, Task, failed_generation
 

@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from datagen.errors import InputError
+from datagen_core.errors import InputError
 
 Check = Callable[..., bool]
 CHECKS: dict[str, Check] = {}

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import Field
 
-from datagen.records import GenRequest, GenResponse, Message, SamplingParams
+from datagen_core.records import GenRequest, GenResponse, Message, SamplingParams
 from students.tasks.base import EvalItem, ItemScore, ScoreContext, Task, TaskArgs
 
 JUDGE_SYSTEM = "You are a fair, careful judge of answers to user instructions."
@@ -126,7 +126,7 @@ class JudgeWinRate(Task):
     async def score(self, items: Sequence[EvalItem], responses: Sequence[GenResponse],
                     ctx: ScoreContext) -> list[ItemScore]:
         if ctx.judge is None:
-            from datagen.errors import ConfigError
+            from datagen_core.errors import ConfigError
 
             raise ConfigError(f"task {self.name} needs a judge: pass judge=SPEC (--judge)")
         answered = [(item, r.text or "") for item, r in zip(items, responses) if r.ok]

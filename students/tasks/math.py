@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from datagen.errors import InputError
+from datagen_core.errors import InputError
 from generators.domains.math import answers_match, extract_answer, gsm8k_gold
 from students.tasks.base import EvalItem, ItemScore, ScoreContext, Task
 

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from datagen import api
-from datagen.errors import ConfigError, InputError
-from datagen.records import GeneratorSpec
+from datagen_core.errors import ConfigError, InputError
+from datagen_core.records import GeneratorSpec
 from generators.attributes import builtin_attributes, resolve_attributes
 from generators.backends.fake import FakeBackend
 from generators.methods.alfa import judge_outcome, margin, parse_variants, parse_verdict

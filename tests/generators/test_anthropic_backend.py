@@ -20,8 +20,8 @@ import anthropic
 import httpx2
 import pytest
 
-from datagen.errors import BackendError, MissingKeyError
-from datagen.records import GeneratorSpec, GenRequest, Limits, Message, SamplingParams
+from datagen_core.errors import BackendError, MissingKeyError
+from datagen_core.records import GeneratorSpec, GenRequest, Limits, Message, SamplingParams
 from generators.backends.anthropic import AnthropicBackend
 from generators.engine import Engine
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from datagen.errors import ConfigError, InputError
-from datagen.records import Instance, Message
+from datagen_core.errors import ConfigError, InputError
+from datagen_core.records import Instance, Message
 from generators.curation import (
     CurationConfig,
     DedupConfig,

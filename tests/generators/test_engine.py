@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from datagen.errors import BackendError
-from datagen.records import GeneratorSpec, GenRequest, GenResponse, Message
+from datagen_core.errors import BackendError
+from datagen_core.records import GeneratorSpec, GenRequest, GenResponse, Message
 from generators.backends.fake import FakeBackend
 from generators.engine import Engine, request_key
 from generators.log import load_answers

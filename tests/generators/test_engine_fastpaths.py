@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 import pytest
 
-from datagen.fingerprint import canonical_json, stable_hash
-from datagen.records import (
+from datagen_core.fingerprint import canonical_json, stable_hash
+from datagen_core.records import (
     ErrorInfo,
     GeneratorSpec,
     GenRequest,
@@ -83,7 +83,7 @@ def test_engine_keys_match_request_key(tmp_path):
 
 
 def _reference_canonical(obj: Any) -> Any:
-    """datagen.fingerprint._canonical as first written (no fast paths)."""
+    """datagen_core.fingerprint._canonical as first written (no fast paths)."""
     from collections.abc import Mapping
 
     from pydantic import BaseModel

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from datagen.records import GeneratorSpec, GenRequest, Message, SamplingParams
+from datagen_core.records import GeneratorSpec, GenRequest, Message, SamplingParams
 from generators.engine import Engine
 
 torch = pytest.importorskip("torch")
@@ -230,7 +230,7 @@ async def test_options_threads_and_dtype(tiny: Path) -> None:
 
 
 async def test_unloadable_model_is_a_backend_error(tmp_path: Path) -> None:
-    from datagen.errors import BackendError
+    from datagen_core.errors import BackendError
 
     spec = GeneratorSpec.parse(f"hf:{tmp_path / 'no-such-model'}")
     with pytest.raises(BackendError, match="cannot load"):
@@ -239,7 +239,7 @@ async def test_unloadable_model_is_a_backend_error(tmp_path: Path) -> None:
 
 
 def test_resolve_model_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from datagen.errors import MissingDependencyError
+    from datagen_core.errors import MissingDependencyError
     from generators.backends import hf
 
     assert hf.resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct") == (

@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from datagen import api
-from datagen.errors import ConfigError, InputError
-from datagen.records import GeneratorSpec, GenRequest, GenResponse
+from datagen_core.errors import ConfigError, InputError
+from datagen_core.records import GeneratorSpec, GenRequest, GenResponse
 from generators.backends.fake import FakeBackend
 from generators.evaluators import (
     EVALUATORS,

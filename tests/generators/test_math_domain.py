@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from datagen.errors import InputError
+from datagen_core.errors import InputError
 from generators.domains import math as m
 from generators.domains.math import (
     answers_match,

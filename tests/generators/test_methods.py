@@ -7,8 +7,8 @@ import re
 import pytest
 
 from datagen import api
-from datagen.errors import InputError, RunFailedError
-from datagen.records import GeneratorSpec
+from datagen_core.errors import InputError, RunFailedError
+from datagen_core.records import GeneratorSpec
 from generators.backends.fake import FakeBackend
 from tests.conftest import ASSETS
 

@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from datagen.errors import BackendError, MissingDependencyError
-from datagen.records import GeneratorSpec, GenRequest, Limits, Message, SamplingParams
+from datagen_core.errors import BackendError, MissingDependencyError
+from datagen_core.records import GeneratorSpec, GenRequest, Limits, Message, SamplingParams
 from generators.engine import Engine
 
 

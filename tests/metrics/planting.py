@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from datagen.records import GeneratorSpec, GenResponse, Instance, Message, RunManifest
+from datagen_core.records import GeneratorSpec, GenResponse, Instance, Message, RunManifest
 from metrics.scores import write_evaluation
 from metrics.store import Store
 

@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-from datagen.errors import ConfigError
-from datagen.records import GeneratorSpec
-from datagen.workspace import Workspace
+from datagen_core.errors import ConfigError
+from datagen_core.records import GeneratorSpec
+from datagen_core.workspace import Workspace
 from generators.backends.fake import FakeBackend
 from metrics import api
 from metrics.diversity import (

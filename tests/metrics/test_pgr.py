@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datagen.errors import DatagenError
-from datagen.workspace import Workspace
+from datagen_core.errors import DatagenError
+from datagen_core.workspace import Workspace
 from metrics import api
 from metrics.analysis import TooFewRunsError, analyze
 from metrics.leaderboard import cells, overall
@@ -82,7 +82,7 @@ def sorted_by_id(d: dict[str, np.ndarray], task: str) -> dict[str, np.ndarray]:
 
 
 def task_seed(task: str) -> int:
-    from datagen.fingerprint import stable_hash
+    from datagen_core.fingerprint import stable_hash
 
     return bootstrap_seed(SEED, task, stable_hash(sorted(f"{task}-{i}" for i in range(N)), 16))
 

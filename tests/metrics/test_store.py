@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 
 from datagen.api import load_generator
-from datagen.records import GenResponse
+from datagen_core.records import GenResponse
 from metrics import migrations
 from metrics.store import Store
 

@@ -10,9 +10,9 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from datagen.errors import ConfigError, NotFoundError
-from datagen.records import GeneratorSpec, GenRequest
-from datagen.workspace import Workspace
+from datagen_core.errors import ConfigError, NotFoundError
+from datagen_core.records import GeneratorSpec, GenRequest
+from datagen_core.workspace import Workspace
 from generators.backends.fake import FakeBackend
 from students.evaluate import aevaluate, evaluate, resolve_model
 from students.tasks import get_task

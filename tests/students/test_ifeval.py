@@ -6,8 +6,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from datagen.errors import InputError
-from datagen.records import GenResponse
+from datagen_core.errors import InputError
+from datagen_core.records import GenResponse
 from students.tasks import ScoreContext, get_task
 from students.tasks import ifeval_checks as checks
 from tests.conftest import ASSETS

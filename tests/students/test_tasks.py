@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from datagen.errors import ConfigError, InputError
-from datagen.records import GeneratorSpec, GenResponse
+from datagen_core.errors import ConfigError, InputError
+from datagen_core.records import GeneratorSpec, GenResponse
 from generators.backends.fake import FakeBackend
 from generators.engine import Engine
 from students.tasks import TASKS, ScoreContext, get_task
@@ -249,7 +249,7 @@ async def test_arithmetic_scores_the_stated_sum_in_any_form() -> None:
 
 
 def test_arithmetic_train_seeds_and_test_items_share_no_question() -> None:
-    from datagen.sources import load_rows
+    from datagen_core.sources import load_rows
 
     train, _ = load_rows("builtin:arithmetic")
     test, _ = load_rows("builtin:arithmetic-test")

@@ -26,7 +26,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from datagen.errors import ConfigError, DatagenError, InputError
+from datagen_core.errors import ConfigError, DatagenError, InputError
 from students import train as train_mod
 from students.api import list_students, show_student, train, train_many
 from students.recipes import PRESETS, Recipe, load_recipe
@@ -60,7 +60,7 @@ def add_file(tmp_path: Path) -> Path:
 def add_run(tmp_path: Path) -> str:
     """A real run made by the fake backend: addition prompts, correct answers."""
     from datagen.api import generate
-    from datagen.records import GeneratorSpec
+    from datagen_core.records import GeneratorSpec
     from generators.backends.fake import FakeBackend
 
     prompts = tmp_path / "prompts.jsonl"
@@ -210,7 +210,7 @@ def test_dpo_recipe_trains_two_steps(tmp_path):
 
 
 def test_a_failed_training_leaves_nothing_that_looks_finished(add_file, monkeypatch):
-    from datagen.workspace import Workspace
+    from datagen_core.workspace import Workspace
 
     def crash(*a, **k):
         raise InputError("simulated failure while training")

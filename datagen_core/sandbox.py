@@ -9,7 +9,7 @@ enough for that; the code's view of the machine has to be cut down.
 
 So the preferred isolation is bubblewrap: every namespace unshared, a root filesystem of
 read-only system dirs and the interpreter only, a private tmpfs as cwd/HOME/``/tmp`` (see
-:mod:`datagen.sandbox_launch`, the launcher that sets the limits and execs it). Root without
+:mod:`datagen_core.sandbox_launch`, the launcher that sets the limits and execs it). Root without
 bwrap falls back to namespaces set up by the launcher plus a random unprivileged uid, and only
 when the network namespace is granted. Anything weaker (an ordinary user without bwrap, where
 user namespaces are refused: an audit hook that ``ctypes`` bypasses, the user's own uid) is
@@ -46,7 +46,7 @@ from functools import partial
 from typing import Any, Literal
 
 try:
-    from datagen.errors import DatagenError as _Base
+    from datagen_core.errors import DatagenError as _Base
 except ImportError:  # loaded by file path with the bare system Python (the tests' unprivileged run)
     _Base = Exception  # type: ignore[assignment,misc]
 

@@ -61,7 +61,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     ``kill -9``). Refused at once, with :class:`RunLockedError`, while another process holds it."""
     import fcntl
 
-    from datagen.errors import RunLockedError
+    from datagen_core.errors import RunLockedError
 
     with open(run_dir / ".run.lock", "a+") as f:
         try:

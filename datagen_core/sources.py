@@ -14,9 +14,10 @@ from typing import Any
 
 import orjson
 
-from datagen.errors import ConfigError, InputError
-from datagen.fingerprint import file_fingerprint, stable_hash
-from datagen.records import SourceSpec
+from datagen_core.errors import ConfigError, InputError
+from datagen_core.fingerprint import file_fingerprint, stable_hash
+from datagen_core.records import SourceSpec
+from datagen_core.registry import Registry
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -42,15 +43,22 @@ def read_yaml_mapping(path: str | Path, what: str, expected: str) -> dict[str, A
     return data
 
 
-def builtin_path(name: str) -> Path:
-    """A seed set shipped in the package, e.g. ``builtin:general``."""
-    import generators.seeds as seeds
+# Packages of seed sets (one NAME.jsonl each), declared as entry points like every plug-in:
+# the built-in ones live in ``generators.seeds``, which the foundation never imports by name.
+SEED_PACKAGES: Registry[Any] = Registry("seed-set package", "datagen.seeds")
 
-    path = Path(seeds.__file__).parent / f"{name}.jsonl"
-    if not path.exists():
-        avail = sorted(p.stem for p in path.parent.glob("*.jsonl"))
-        raise InputError(f"no built-in seed set {name!r}: choose one of {', '.join(avail)}")
-    return path
+
+def builtin_path(name: str) -> Path:
+    """A seed set shipped in a package, e.g. ``builtin:general``."""
+    folders = []
+    for package in SEED_PACKAGES.names():
+        module = SEED_PACKAGES.get(package)
+        folders.append(Path(module.__file__).parent)
+    for folder in folders:
+        if (folder / f"{name}.jsonl").is_file():
+            return folder / f"{name}.jsonl"
+    avail = sorted({p.stem for f in folders for p in f.glob("*.jsonl")})
+    raise InputError(f"no built-in seed set {name!r}: choose one of {', '.join(avail)}")
 
 
 def load_rows(uri: str, limit: int | None = None) -> tuple[list[dict[str, Any]], SourceSpec]:
@@ -146,7 +154,7 @@ def _read_csv(path: Path, limit: int | None) -> list[dict[str, Any]]:
         except csv.Error as e:
             raise InputError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
     if ragged:
-        logging.getLogger("datagen.sources").warning(
+        logging.getLogger("datagen_core.sources").warning(
             "%s: %d row(s) do not have the header's %d fields (first at line %d): extra fields "
             "are dropped, missing ones are empty", path, len(ragged),
             len(reader.fieldnames or []), ragged[0])

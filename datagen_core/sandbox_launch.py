@@ -1,5 +1,5 @@
 """The sandbox launcher: run as a script (``python -I -S -B sandbox_launch.py CONFIG``) by
-:mod:`datagen.sandbox`, single-threaded, between the parent and the untrusted interpreter.
+:mod:`datagen_core.sandbox`, single-threaded, between the parent and the untrusted interpreter.
 
 It sets what must be set before the untrusted code starts and is inherited from here on: the
 resource limits, the uid (as root), ``no_new_privs``; then it execs the isolation. Standard

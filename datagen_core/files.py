@@ -5,7 +5,7 @@ leaves half an export. Anything else is written *through*, never renamed over: a
 is written (the link stays a link), and a device, FIFO or stream (``-o /dev/stdout``, whatever
 fd 1 is) is opened for appending and written like a pipe, so ``-o /dev/full`` reports "no space"
 instead of replacing the device node and ``-o /dev/stdout > file`` fills the file.
-Every OS error becomes one :class:`~datagen.errors.InputError` line naming the path.
+Every OS error becomes one :class:`~datagen_core.errors.InputError` line naming the path.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import InputError
+from datagen_core.errors import InputError
 
 
 def write_output(path: str | os.PathLike[str], data: bytes | Iterable[bytes]) -> Path:

@@ -1,7 +1,8 @@
 """One registry mechanism for backends, methods, evaluators and tasks.
 
-Built-ins are declared as entry points in pyproject.toml, exactly like third-party plug-ins, so
-the plug-in path is exercised by every run. Objects can also be registered in-process with the
+Built-ins are declared once, as entry points in pyproject.toml, exactly like third-party
+plug-ins, so the plug-in path is exercised by every run (a bare checkout needs ``pip install -e .``
+for its entry points). Objects can also be registered in-process with the
 decorator (tests, notebooks). Entries are imported only when first asked for.
 """
 
@@ -12,18 +13,15 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from datagen.errors import ConfigError
+from datagen_core.errors import ConfigError
 
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, group: str, builtins: dict[str, str] | None = None) -> None:
+    def __init__(self, kind: str, group: str) -> None:
         self.kind = kind
         self.group = group
-        # "module:attr" targets used when the package metadata is not installed (e.g. a bare
-        # checkout on sys.path); installed entry points take precedence.
-        self._builtins = dict(builtins or {})
         self._loaded: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -34,10 +32,7 @@ class Registry(Generic[T]):
         return deco
 
     def _targets(self) -> dict[str, str]:
-        targets = dict(self._builtins)
-        for ep in entry_points(group=self.group):
-            targets[ep.name] = ep.value
-        return targets
+        return {ep.name: ep.value for ep in entry_points(group=self.group)}
 
     def names(self) -> list[str]:
         return sorted(set(self._targets()) | set(self._loaded))
@@ -53,7 +48,7 @@ class Registry(Generic[T]):
         module_name, _, attr = target.partition(":")
         module = importlib.import_module(module_name)
         obj: Any = module
-        for part in attr.split("."):
+        for part in attr.split(".") if attr else []:  # "pkg.module" names the module itself
             obj = getattr(obj, part)
         self._loaded[name] = obj
         return obj

@@ -20,8 +20,8 @@ from pydantic import (
     field_validator,
 )
 
-from datagen.errors import ConfigError
-from datagen.secrets import redact_url, register_url_secrets
+from datagen_core.errors import ConfigError
+from datagen_core.secrets import redact_url, register_url_secrets
 
 SCHEMA_VERSION = 1
 
