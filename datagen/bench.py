@@ -6,7 +6,7 @@ the reference), then for each generator x method x domain cell::
     generate -> (curate) -> intrinsic metrics -> train a student -> evaluate it -> PGR
 
 and at the end the leaderboard and the HTML report. Every step is the ordinary, keyed API call
-(:func:`datagen.api.agenerate`, :func:`students.api.train`, :func:`students.evaluate.evaluate`,
+(:func:`datagen.api.agenerate`, :func:`datagen.training.train`, :func:`datagen.evaluation.evaluate`,
 :func:`metrics.api.compute_pgr`), so a killed bench resumes where it stopped: a finished run,
 student or evaluation is found by its id and reused, a half-finished run resumes from its
 response log. A finished suite re-runs in seconds.
@@ -297,7 +297,7 @@ class _Runner:
         rec.detail = ", ".join(r.metric for r in results)
 
     def train_student(self, data: str | Path, rec: StepRecord) -> str:
-        from students.api import train
+        from datagen.training import train
         from students.train import read_manifest, resolve_data, student_id
 
         ref = resolve_data(data, self.recipe.kind, self.ws)
@@ -316,7 +316,7 @@ class _Runner:
 
     def evaluate(self, model: Any, domain: str, rec: StepRecord,
                  student_id: str | None) -> list[str]:
-        from students.evaluate import evaluate
+        from datagen.evaluation import evaluate
         from students.tasks.base import get_task
 
         dom = self.suite.domains[domain]

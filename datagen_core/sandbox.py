@@ -198,6 +198,9 @@ def _run(
         with _uid_lock:
             _uids_in_use.discard(uid or 0)
     duration, rc, stderr = time.monotonic() - start, proc.returncode, err.text()
+    if mode == "bwrap" and rc is not None and 128 < rc <= 128 + 64 and not stderr.startswith(
+            "bwrap: "):
+        rc = -(rc - 128)  # bwrap reports a child killed by signal N as 128 + N: say it as Popen
     status = _classify(rc, stderr, timed_out, duration, cpu)
     return SandboxResult(status, rc, out.text(), stderr, duration)
 

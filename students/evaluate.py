@@ -1,8 +1,10 @@
-"""Evaluate a model or a trained student on tasks: generate through the engine, score, store.
+"""Evaluate a model or a trained student on a task: generate through the engine, then score.
 
-::
+This module returns records and stores nothing: :mod:`datagen.evaluation` (the top layer) looks
+up stored scores, hands in engines whose cache is the workspace database, and writes what comes
+back. ::
 
-    from students.evaluate import evaluate
+    from datagen.evaluation import evaluate
     result = evaluate("hf:smollm2", ["gsm8k", "ifeval"], limit=50)
     result.scores            # {"gsm8k": 0.12, "ifeval": 0.31}
 
@@ -22,23 +24,21 @@ network) is returned but not stored, so the next call retries exactly those requ
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from datagen_core.errors import ConfigError, NotFoundError
+from datagen_core.errors import NotFoundError
 from datagen_core.fingerprint import fingerprint
 from datagen_core.records import GeneratorSpec, GenRequest, GenResponse
 from datagen_core.workspace import Workspace
 from generators.engine import Engine, EngineStats
-from students.tasks.base import ItemScore, ScoreContext, Task, get_task
+from students.tasks.base import ItemScore, ScoreContext, Task
 
 log = logging.getLogger("datagen.eval")
 
@@ -124,83 +124,20 @@ def _identity(spec: GeneratorSpec) -> dict[str, Any]:
     return {k: v for k, v in spec.semantic().items() if k != "sampling"}
 
 
-def evaluate(
-    model_spec: str | GeneratorSpec,
-    tasks: Sequence[str | Task],
-    workspace: str | Path | None = None,
-    limit: int | None = None,
-    judge: str | GeneratorSpec | None = None,
-    *,
-    student_id: str | None = None,
-    progress: bool | None = None,
-    backend: Any = None,
-    backends: dict[str, Any] | None = None,
-) -> EvalResult:
-    """Synchronous wrapper of :func:`aevaluate` (notebooks with a running loop await that)."""
-    return asyncio.run(aevaluate(
-        model_spec, tasks, workspace, limit, judge, student_id=student_id, progress=progress,
-        backend=backend, backends=backends,
-    ))
+@dataclass
+class TaskPlan:
+    """One task for one model before anything runs: its items and evaluation id."""
+
+    task: Task
+    items: list[Any]
+    eval_id: str
+    source: Any
+    limit: int | None
 
 
-async def aevaluate(
-    model_spec: str | GeneratorSpec,
-    tasks: Sequence[str | Task],
-    workspace: str | Path | None = None,
-    limit: int | None = None,
-    judge: str | GeneratorSpec | None = None,
-    *,
-    student_id: str | None = None,
-    progress: bool | None = None,
-    backend: Any = None,
-    backends: dict[str, Any] | None = None,
-) -> EvalResult:
-    """Evaluate ``model_spec`` (a spec or a student id) on ``tasks`` (names or Task objects).
-
-    ``limit`` keeps the first N items of each task (a fixed held-out slice). ``judge`` is the
-    judge LM for judge tasks. ``backend`` injects a ready backend for the model and
-    ``backends`` maps spec labels to ready backends for the judge (tests, custom clients).
-    """
-    from metrics.store import Store
-
-    spec, found_id = resolve_model(model_spec, workspace)
-    student_id = student_id or found_id
-    task_objs = [t if isinstance(t, Task) else get_task(t) for t in tasks]
-    if not task_objs:
-        raise ConfigError("no task given: name at least one, e.g. gsm8k")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"limit must be at least 1, got {limit}")
-    judge_spec = (judge if isinstance(judge, GeneratorSpec)
-                  else GeneratorSpec.parse(judge) if judge else None)
-    for t in task_objs:
-        if t.needs_judge and judge_spec is None:
-            raise ConfigError(f"task {t.name} needs a judge LM: pass --judge SPEC "
-                              "(e.g. openai:gpt-4o-mini)")
-    ws = Workspace.resolve(workspace).ensure()
-    store = Store(ws.db_path)
-    engine = Engine(spec, backend=backend, cache=store, progress=progress)
-    judge_engine = None
-    if judge_spec is not None and any(t.needs_judge for t in task_objs):
-        judge_engine = Engine(judge_spec, backend=(backends or {}).get(judge_spec.label),
-                              cache=store, progress=progress)
-    results = []
-    try:
-        for task in task_objs:
-            results.append(await _evaluate_task(
-                task, spec, student_id, limit, ws, store, engine, judge_engine))
-    finally:
-        await engine.aclose()
-        if judge_engine is not None:
-            await judge_engine.aclose()
-    return EvalResult(model=spec.label, student_id=student_id, tasks=results)
-
-
-async def _evaluate_task(
-    task: Task, spec: GeneratorSpec, student_id: str | None, limit: int | None, ws: Workspace,
-    store: Any, engine: Engine, judge_engine: Engine | None,
-) -> TaskResult:
-    from metrics.scores import read_item_scores, read_scores, write_evaluation
-
+def plan_task(task: Task, spec: GeneratorSpec, limit: int | None,
+              judge_spec: GeneratorSpec | None) -> TaskPlan:
+    """The items a task scores (the first ``limit``) and the evaluation's id."""
     all_items, src = task.load()
     items = all_items[:limit] if limit is not None else all_items
     ident: dict[str, Any] = {
@@ -209,27 +146,35 @@ async def _evaluate_task(
         "args": task.id_args(),
         "limit": limit if limit is not None and limit < len(all_items) else None,
     }
-    if task.needs_judge and judge_engine is not None:
-        ident["judge"] = _identity(judge_engine.spec)
+    if task.needs_judge and judge_spec is not None:
+        ident["judge"] = _identity(judge_spec)
     eval_id = fingerprint(src.fingerprint, f"eval:{task.name}", task.version, ident)
+    return TaskPlan(task=task, items=items, eval_id=eval_id, source=src, limit=limit)
 
-    stored = read_scores(store, eval_id)
-    if stored:
-        rows = read_item_scores(store, eval_id)
-        return TaskResult(
-            task=task.name, eval_id=eval_id, primary_metric=task.primary_metric,
-            metrics={r["metric"]: r["value"] for r in stored}, n=int(stored[0]["n"]),
-            cached=True, items=[ItemScore(r["item_id"], r["idx"], r["score"], r["extracted"],
-                                          r["detail"]) for r in rows])
 
-    eval_dir = ws.root / EVALS_DIR / eval_id
+@dataclass
+class TaskRun:
+    """What evaluating one task produced, for the caller to store: the result, and the model's
+    and the judge's responses."""
+
+    result: TaskResult
+    responses: list[GenResponse]
+    judged: list[GenResponse]
+
+
+async def run_task(plan: TaskPlan, spec: GeneratorSpec, student_id: str | None, eval_dir: Path,
+                   engine: Engine, judge_engine: Engine | None) -> TaskRun:
+    """Generate the task's answers (logged to ``eval_dir``, so a killed evaluation resumes),
+    score them and aggregate. ``result.complete`` is False when requests failed for a
+    retryable reason: such a result is not to be stored."""
+    task, items, eval_id = plan.task, plan.items, plan.eval_id
     eval_dir.mkdir(parents=True, exist_ok=True)
     manifest = {
         "eval_id": eval_id, "created_at": time.time(), "model": spec.label,
         "model_spec": spec.model_dump(mode="json", exclude={"api_key_env"}),
         "student_id": student_id, "task": task.name, "task_version": task.version,
-        "task_args": task.args.model_dump(mode="json"), "limit": limit, "n": len(items),
-        "source": src.model_dump(mode="json"),
+        "task_args": task.args.model_dump(mode="json"), "limit": plan.limit, "n": len(items),
+        "source": plan.source.model_dump(mode="json"),
         "judge": judge_engine.spec.label if task.needs_judge and judge_engine else None,
     }
     (eval_dir / "eval.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
@@ -252,21 +197,12 @@ async def _evaluate_task(
     ctx = ScoreContext(judge=judge_call if judge_engine is not None else None, eval_dir=eval_dir)
     scores = await task.score(items, responses, ctx)
     metrics = task.aggregate(scores)
-
-    store.ingest_responses(f"eval-{eval_id}", responses)  # the cross-run cache
-    if judged:
-        store.ingest_responses(f"eval-{eval_id}-judge", judged)
     retry = [r for r in [*responses, *judged] if r.error is not None and r.error.kind in _RETRYABLE]
     if retry:
         log.warning("%s on %s: %d requests failed (e.g. %s); scores are not stored, run again to "
                     "retry them", task.name, spec.label, len(retry), retry[0].error.message
                     if retry[0].error else "")
-    else:
-        write_evaluation(
-            store, eval_id=eval_id, model=spec.label, student_id=student_id, task=task.name,
-            metrics=metrics, n=len(items),
-            items=[{"item_id": s.item_id, "idx": s.index, "score": s.score,
-                    "extracted": s.extracted, "detail": s.detail} for s in scores])
-    return TaskResult(task=task.name, eval_id=eval_id, primary_metric=task.primary_metric,
-                      metrics=metrics, n=len(items), complete=not retry, items=scores,
-                      stats=stats)
+    result = TaskResult(task=task.name, eval_id=eval_id, primary_metric=task.primary_metric,
+                        metrics=metrics, n=len(items), complete=not retry, items=scores,
+                        stats=stats)
+    return TaskRun(result=result, responses=responses, judged=judged)

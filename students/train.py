@@ -17,12 +17,13 @@ written into a temporary folder beside the final one and renamed at the end, so 
 never looks finished, and two processes racing on one student both end with the same result.
 
 This module touches files only, never the database: tasks train in parallel processes, and the
-driver (:mod:`students.api`) records results in the store.
+driver (:mod:`datagen.training`) records results in the store.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import shutil
@@ -53,6 +54,16 @@ def student_id(recipe: Recipe, data: DataRef) -> str:
                        {"base_model": recipe.base_model, "recipe": recipe.semantic()})
 
 
+def _run_id(workspace: Workspace, prefix: str) -> str:
+    """A run id from a unique prefix, by the run folders (training needs no database)."""
+    ids = sorted(p.name for p in workspace.runs_dir.glob(f"{glob.escape(prefix)}*") if p.is_dir())
+    if not prefix or not ids:
+        raise InputError(f"no such run or file: {prefix} (see `datagen runs`)")
+    if len(ids) > 1:
+        raise InputError(f"run id {prefix!r} is ambiguous ({len(ids)} runs): give more of it")
+    return ids[0]
+
+
 def resolve_data(data: str | Path | DataRef, kind: Literal["sft", "dpo"],
                  workspace: Workspace) -> DataRef:
     """A training file from a path, or from a run id (or unique prefix) in the workspace."""
@@ -66,9 +77,7 @@ def resolve_data(data: str | Path | DataRef, kind: Literal["sft", "dpo"],
                        kind=kind)
     if not workspace.db_path.exists() or os.sep in str(data):
         raise InputError(f"no such run or file: {data} (see `datagen runs`)")
-    from metrics.store import Store  # the run's id only; the driver does this, never a task
-
-    run_id = Store(workspace.db_path).resolve_run(str(data))
+    run_id = _run_id(workspace, str(data))
     name = "pairs.jsonl" if kind == "dpo" else "data.parquet"
     file = workspace.run_dir(run_id) / name
     if not file.is_file():

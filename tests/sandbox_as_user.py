@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "datagen",
+_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "datagen_core",
                      "sandbox.py")
 
 

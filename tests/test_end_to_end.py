@@ -33,8 +33,8 @@ def test_every_method_and_domain_runs_offline_with_smollm2(method):
 def test_students_on_generated_and_gold_data_are_evaluated_into_duckdb(tmp_path):
     """Train the tiny CPU student on a generated run and on gold GSM8K rows, evaluate both on
     a held-out GSM8K slice; scores and per-item rows land in DuckDB; re-running does nothing."""
-    from students.api import train
-    from students.evaluate import evaluate
+    from datagen.evaluation import evaluate
+    from datagen.training import train
     from students.recipes import load_recipe
 
     fake = api.load_generator("fake:math", options={

@@ -29,8 +29,8 @@ def eval_command(
     from rich.table import Table
 
     from datagen.cli.console import err, out, state, styled
+    from datagen.evaluation import evaluate
     from datagen_core.errors import ConfigError
-    from students.evaluate import evaluate
     from students.tasks import TASKS, get_task
 
     if not task:

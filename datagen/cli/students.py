@@ -39,7 +39,7 @@ def train_command(
 ) -> None:
     """Train a student LM on a run's data (SFT on messages, or DPO on pairs) as a Ray job."""
     from datagen.cli.console import err, state, styled
-    from students.api import train
+    from datagen.training import train
     from students.recipes import load_recipe
 
     r = load_recipe(recipe, epochs=epochs, max_steps=max_steps, learning_rate=learning_rate,
@@ -68,7 +68,7 @@ def students_list() -> None:
     from rich.table import Table
 
     from datagen.cli.console import err, out, state
-    from students.api import list_students
+    from datagen.training import list_students
 
     rows = list_students(state.workspace)
     if not rows:
@@ -97,7 +97,7 @@ def students_show(
     from rich.table import Table
 
     from datagen.cli.console import out, state, styled
-    from students.api import show_student
+    from datagen.training import show_student
 
     rec = show_student(student, state.workspace)
     r = rec.recipe

@@ -10,11 +10,11 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
+from datagen.evaluation import aevaluate, evaluate, resolve_model
 from datagen_core.errors import ConfigError, NotFoundError
 from datagen_core.records import GeneratorSpec, GenRequest
 from datagen_core.workspace import Workspace
 from generators.backends.fake import FakeBackend
-from students.evaluate import aevaluate, evaluate, resolve_model
 from students.tasks import get_task
 from tests.conftest import ASSETS
 

@@ -26,9 +26,9 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from datagen.training import list_students, show_student, train, train_many
 from datagen_core.errors import ConfigError, DatagenError, InputError
 from students import train as train_mod
-from students.api import list_students, show_student, train, train_many
 from students.recipes import PRESETS, Recipe, load_recipe
 from students.records import DataRef
 from students.train import build_trainer, load_examples, student_id, train_student

@@ -1,8 +1,9 @@
-"""The Python API for students: train them on runs, list them, show one.
+"""Students in a workspace: train them on runs, list them, show one (the top layer: it records
+every student in the workspace database; :mod:`students` trains and returns records).
 
 ::
 
-    from students.api import train
+    from datagen.training import train
     rec = train("3f2a9c", recipe="tiny-llama")           # a run id (or prefix), or a data file
     rec.student_id, rec.path, rec.final_loss
 
@@ -22,7 +23,7 @@ from datagen_core.errors import DatagenError, NotFoundError
 from datagen_core.workspace import Workspace
 from students.recipes import Recipe, load_recipe
 from students.records import DataRef, StudentRecord
-from students.train import read_manifest, resolve_data, student_id
+from students.train import read_manifest, resolve_data, student_id, train_student
 
 RecipeLike = str | Path | Recipe | dict[str, Any]
 DataLike = str | Path | DataRef
@@ -96,8 +97,6 @@ def _run(jobs: list[tuple[Recipe, DataRef]], ws: Workspace, ray_address: str | N
         from students.ray_jobs import train_students
 
         return train_students(jobs, ws, ray_address=ray_address, timeout_s=timeout_s)
-    from students.train import train_student
-
     out: list[StudentRecord | DatagenError] = []
     for recipe, ref in jobs:
         try:
