@@ -21,9 +21,10 @@ from typing import Any
 
 from datagen_core.errors import DatagenError, NotFoundError
 from datagen_core.workspace import Workspace
+from students import train as training_step
 from students.recipes import Recipe, load_recipe
 from students.records import DataRef, StudentRecord
-from students.train import read_manifest, resolve_data, student_id, train_student
+from students.train import read_manifest, resolve_data, student_id
 
 RecipeLike = str | Path | Recipe | dict[str, Any]
 DataLike = str | Path | DataRef
@@ -100,7 +101,7 @@ def _run(jobs: list[tuple[Recipe, DataRef]], ws: Workspace, ray_address: str | N
     out: list[StudentRecord | DatagenError] = []
     for recipe, ref in jobs:
         try:
-            out.append(train_student(recipe, ref, ws))
+            out.append(training_step.train_student(recipe, ref, ws))
         except DatagenError as e:
             out.append(e)
     return out
