@@ -27,7 +27,7 @@ import orjson
 from pydantic import ValidationError
 
 from datagen import __version__
-from datagen_core.errors import ConfigError, DatagenError, InputError, RunFailedError
+from datagen_core.errors import ConfigError, DatagenError, RunFailedError
 from datagen_core.files import parquet_bytes, write_output
 from datagen_core.fingerprint import fingerprint, stable_hash
 from datagen_core.records import (
@@ -530,7 +530,7 @@ def list_runs(workspace: str | Path | None = None) -> list[dict[str, Any]]:
 
 def show_run(run_id: str, workspace: str | Path | None = None) -> dict[str, Any]:
     """One run's counts, tokens, cost, latency, failures by type and rejections by reason."""
-    store = _existing_store(workspace)
+    store = Store.open_existing(workspace)
     return store.run_summary(store.resolve_run(run_id))
 
 
@@ -538,7 +538,7 @@ def load_responses(run_id: str, workspace: str | Path | None = None) -> list[Gen
     """Raw responses of a run, as stored in its log (last record per key)."""
     from generators.log import iter_log
 
-    store = _existing_store(workspace)
+    store = Store.open_existing(workspace)
     rid = store.resolve_run(run_id)
     ws = Workspace.resolve(workspace)
     return [GenResponse.model_validate(r) for r in iter_log(ws.run_dir(rid) / "responses.jsonl")]
@@ -552,33 +552,16 @@ def export_run(
     include_rejected: bool = False, workspace: str | Path | None = None,
 ) -> Path:
     """Write a run's instances (chat ``messages`` rows) as JSONL or Parquet to ``out``."""
-    store = _existing_store(workspace)
+    store = Store.open_existing(workspace)
     rid = store.resolve_run(run_id)
     out = Path(out)
     fmt = fmt or out.suffix.lstrip(".") or "jsonl"
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
-    where = "" if include_rejected else " AND valid"
-    with store.connect() as con:
-        cur = con.execute(
-            "SELECT instance_id, idx AS index, messages, valid, reject_reason, meta "
-            f"FROM instances WHERE run_id = ?{where} ORDER BY idx", [rid])
-        names = [d[0] for d in cur.description]
-        rows = [dict(zip(names, r)) for r in cur.fetchall()]
-    for r in rows:
-        r["messages"] = orjson.loads(r["messages"])
-        r["meta"] = orjson.loads(r["meta"]) if r["meta"] else {}
+    rows = store.instance_rows(rid, include_rejected)
     if fmt == "jsonl":
         return write_output(out, (orjson.dumps(r) + b"\n" for r in rows))
     for r in rows:
         r["meta"] = orjson.dumps(r["meta"]).decode()
     return write_output(out, parquet_bytes(rows))
 
-
-def _existing_store(workspace: str | Path | None) -> Store:
-    ws = Workspace.resolve(workspace)
-    if not ws.db_path.exists():
-        raise InputError(
-            f"no datagen workspace at {ws.root}: run `datagen generate` first or pass --workspace"
-        )
-    return Store(ws.db_path)

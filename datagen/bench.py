@@ -254,10 +254,7 @@ class _Runner:
                               "method_args": m.args, "domain": domain,
                               "curation": self.suite.curation}
         plan = plan_run(spec, self.suite.seeds_for(domain), **kw)
-        store = Store(self.ws.db_path)
-        with store.connect() as con:
-            row = con.execute("SELECT status, n_valid, n_instances, n_failed FROM runs "
-                              "WHERE run_id = ?", [plan.run_id]).fetchone()
+        row = Store(self.ws.db_path).run_state(plan.run_id)
         # A run with failed requests goes through generate again: it sends only those (rate
         # limits, network), and reads everything else from its log.
         if row and row[0] == "finished" and not row[3] and (

@@ -32,25 +32,15 @@ import orjson
 
 from datagen_core.errors import BackendError, ConfigError, InputError, NotFoundError
 from datagen_core.records import Pair
-from datagen_core.workspace import Workspace
 from metrics.store import Store
 
 PAIR_FORMATS = ("trl", "jsonl", "parquet", "hf")
 
 
-def _store(workspace: str | Path | None) -> Store:
-    ws = Workspace.resolve(workspace)
-    if not ws.db_path.exists():
-        raise InputError(
-            f"no datagen workspace at {ws.root}: run `datagen generate` first or pass --workspace"
-        )
-    return Store(ws.db_path)
-
-
 def load_pairs(run_id: str, *, attribute: str | None = None, min_margin: float | None = None,
                workspace: str | Path | None = None) -> list[Pair]:
     """A run's pairs (by id or unique prefix), filtered; an error when none are left."""
-    store = _store(workspace)
+    store = Store.open_existing(workspace)
     rid = store.resolve_run(run_id)
     pairs = store.read_pairs(rid)
     if not pairs:
@@ -69,15 +59,8 @@ def load_pairs(run_id: str, *, attribute: str | None = None, min_margin: float |
 
 def pair_counts(run_id: str, workspace: str | Path | None = None) -> list[dict[str, Any]]:
     """Per attribute: number of pairs and their margins (min, mean, max)."""
-    store = _store(workspace)
-    rid = store.resolve_run(run_id)
-    with store.connect() as con:
-        cur = con.execute(
-            "SELECT attribute, count(*) AS n, min(margin) AS min_margin, "
-            "avg(margin) AS mean_margin, max(margin) AS max_margin FROM pairs "
-            "WHERE run_id = ? GROUP BY attribute ORDER BY attribute", [rid])
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r)) for r in cur.fetchall()]
+    store = Store.open_existing(workspace)
+    return store.pair_counts(store.resolve_run(run_id))
 
 
 def trl_rows(pairs: list[Pair]) -> list[dict[str, Any]]:

@@ -134,9 +134,7 @@ def show_student(student: str, workspace: str | Path | None = None) -> StudentRe
     from metrics.students_store import get_student, resolve_student
 
     ws = Workspace.resolve(workspace)
-    store = Store(ws.db_path)
-    if not ws.db_path.exists():
-        raise NotFoundError(f"no datagen workspace at {ws.root}: train a student first")
+    store = Store.open_existing(ws.root)
     sid = resolve_student(store, student)
     rec = read_manifest(ws, sid)
     row = get_student(store, sid)

@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from datagen_core.errors import InputError
 from datagen_core.records import GeneratorSpec
 from datagen_core.workspace import Workspace
 from metrics.analysis import Analysis
@@ -32,11 +31,7 @@ DEFAULT_METRICS = ("stats", "diversity")
 
 
 def _store(workspace: str | Path | None) -> tuple[Workspace, Store]:
-    ws = Workspace.resolve(workspace)
-    if not ws.db_path.exists():
-        raise InputError(f"no datagen workspace at {ws.root}: run `datagen generate` first or "
-                         "pass --workspace")
-    return ws, Store(ws.db_path)
+    return Workspace.resolve(workspace), Store.open_existing(workspace)
 
 
 def compute_metrics(

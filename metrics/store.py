@@ -32,6 +32,19 @@ class Store:
         self.path = Path(path)
         self._migrated = False
 
+    @classmethod
+    def open_existing(cls, workspace: str | Path | None = None) -> Store:
+        """The store of a workspace that has one; reading commands on a folder with none get
+        one line saying how to make it, not an empty database."""
+        from datagen_core.errors import InputError
+        from datagen_core.workspace import Workspace
+
+        ws = Workspace.resolve(workspace)
+        if not ws.db_path.exists():
+            raise InputError(f"no datagen workspace at {ws.root}: run `datagen generate` first "
+                             "or pass --workspace")
+        return cls(ws.db_path)
+
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[Any]:
         import duckdb
@@ -141,6 +154,36 @@ class Store:
         if len(ids) > 1:
             raise DatagenError(f"run id {prefix!r} is ambiguous ({len(ids)} runs): give more of it")
         return str(ids[0])
+
+    def run_state(self, run_id: str) -> tuple[str, int, int, int] | None:
+        """(status, n_valid, n_instances, n_failed) of a run, or None if it is unknown."""
+        if not self.path.exists():
+            return None
+        with self.connect() as con:
+            row = con.execute("SELECT status, n_valid, n_instances, n_failed FROM runs "
+                              "WHERE run_id = ?", [run_id]).fetchone()
+        return None if row is None else (row[0], row[1] or 0, row[2] or 0, row[3] or 0)
+
+    def instance_rows(self, run_id: str, include_rejected: bool = False) -> list[dict[str, Any]]:
+        """A run's rows for export: chat messages, validity, reason and metadata, in order."""
+        where = "" if include_rejected else " AND valid"
+        with self.connect() as con:
+            cur = con.execute(
+                "SELECT instance_id, idx AS index, messages, valid, reject_reason, meta "
+                f"FROM instances WHERE run_id = ?{where} ORDER BY idx", [run_id])
+            rows = _dicts(cur)
+        for r in rows:
+            r["messages"] = orjson.loads(r["messages"])
+            r["meta"] = orjson.loads(r["meta"]) if r["meta"] else {}
+        return rows
+
+    def pair_counts(self, run_id: str) -> list[dict[str, Any]]:
+        """Per attribute: number of pairs and their margins (min, mean, max)."""
+        with self.connect() as con:
+            return _dicts(con.execute(
+                "SELECT attribute, count(*) AS n, min(margin) AS min_margin, "
+                "avg(margin) AS mean_margin, max(margin) AS max_margin FROM pairs "
+                "WHERE run_id = ? GROUP BY attribute ORDER BY attribute", [run_id]))
 
     def run_summary(self, run_id: str) -> dict[str, Any]:
         with self.connect() as con:
