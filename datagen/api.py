@@ -1,201 +1,51 @@
-"""The Python API behind the CLI: generate a run, list and inspect runs, export their data.
+"""The Python API: everything the ``datagen`` command does, as functions (the CLI is a thin layer
+over them), and the one place where the async core gets a synchronous edge.
 
-Everything the ``datagen`` command does is a call here, so notebooks get the same behaviour::
+::
 
-    from datagen.api import generate
-    result = generate("hf:smollm2", "prompts.jsonl", n=8)
-    result.run_id, result.stats.ok, result.data_path
+    from datagen.api import generate, export_run, train, evaluate
+    result = generate("hf:smollm2", "prompts.jsonl", n=8)     # or: await agenerate(...)
+    export_run(result.run_id, "train.jsonl")
+    student = train(result.run_id, recipe="tiny-llama")
+    evaluate(student.student_id, ["arithmetic"], limit=50).scores
 
-A run's id is a fingerprint of (source content, method@version, non-default method args,
-generator's semantic spec, n): the same command twice is the same run, and the second time
-sends nothing. A killed run resumes from its response log.
+The synchronous functions here run their ``a``-prefixed coroutine in a fresh event loop; inside
+a running loop (a notebook, an async app) await the coroutine instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import logging
-import os
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-from pydantic import ValidationError
-
-from datagen import __version__
-from datagen_core.errors import ConfigError, DatagenError, RunFailedError
-from datagen_core.files import parquet_bytes, write_output
-from datagen_core.fingerprint import fingerprint, stable_hash
-from datagen_core.records import (
-    GeneratorSpec,
-    GenRequest,
-    GenResponse,
-    Instance,
-    Pair,
-    RunManifest,
-    validation_message,
+from datagen.evaluation import EvalResult, TaskResult, aevaluate, resolve_model
+from datagen.run_files import EXPORT_FORMATS, export_run, pair_rows
+from datagen.runs import (
+    DEFAULT_SOURCE,
+    RunPlan,
+    RunResult,
+    agenerate,
+    list_runs,
+    load_responses,
+    plan_run,
+    show_run,
 )
-from datagen_core.secrets import redact
-from datagen_core.sources import load_rows
-from datagen_core.workspace import Workspace, run_lock
-from generators.base import check_spec
-from generators.engine import Engine, EngineStats
+from datagen.training import list_students, show_student, train, train_many
+from datagen_core.records import GeneratorSpec
+from generators.specs import load_spec
 
 if TYPE_CHECKING:
     from generators.curation import CurationConfig
-from generators.methods.base import METHODS, MethodContext
-from metrics.store import Store
+    from students.tasks.base import Task
 
-DEFAULT_SOURCE = "builtin:general"
-log = logging.getLogger("datagen.api")
-
-
-def load_generator(spec: str | GeneratorSpec | dict[str, Any], **overrides: Any) -> GeneratorSpec:
-    """A spec from ``provider:model[@url]``, a YAML file of one, a dict, or a spec; ``overrides``
-    (e.g. ``sampling={"temperature": 0}``, ``limits={"rpm": 60}``) are merged over it."""
-    if isinstance(spec, GeneratorSpec):
-        base: dict[str, Any] = spec.model_dump(exclude_unset=True)
-    elif isinstance(spec, dict):
-        base = dict(spec)
-    elif spec.endswith((".yaml", ".yml")):
-        base = _generator_file(spec)
-    else:
-        base = GeneratorSpec.parse(spec).model_dump(exclude_unset=True)
-    for name, value in overrides.items():
-        if value is None:
-            continue
-        if isinstance(value, dict) and isinstance(base.get(name), dict | None):
-            base[name] = {**(base.get(name) or {}), **{k: v for k, v in value.items()
-                                                     if v is not None}}
-        else:
-            base[name] = value
-    try:
-        return GeneratorSpec.model_validate(base)
-    except ValidationError as e:
-        raise ConfigError(f"bad generator settings: {validation_message(e)}") from None
-
-
-def _generator_file(path: str) -> dict[str, Any]:
-    """A generator YAML file's fields: ``spec: provider:model[@url]`` plus settings. A setting
-    that the spec already fixes (``provider: openai`` beside ``spec: fake``) is an error, not a
-    silent switch of provider."""
-    from datagen_core.sources import read_yaml_mapping
-
-    data = read_yaml_mapping(path, "generator", "a mapping with 'spec: provider:model' and "
-                             "settings (sampling, limits, price, options)")
-    text = data.pop("spec", None)
-    if not isinstance(text, str) or not text.strip():
-        raise ConfigError(f"{path}: 'spec' must be a string such as openai:gpt-4o-mini, got "
-                          f"{text!r}")
-    fixed = GeneratorSpec.parse(text).model_dump(exclude_unset=True)
-    for key in ("provider", "model", "base_url"):
-        if key in data and data[key] != fixed.get(key):
-            raise ConfigError(f"{path}: {key}: {data[key]!r} conflicts with spec {text!r}; give "
-                              "it in one place")
-    for key in ("sampling", "limits", "price", "options"):
-        if key in data and data[key] is not None and not isinstance(data[key], dict):
-            raise ConfigError(f"{path}: {key}: expected a mapping, got {data[key]!r}")
-    return {**fixed, **data}
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    run_dir: Path
-    stats: EngineStats
-    instances: list[Instance]
-    pairs: list[Pair] = field(default_factory=list)
-
-    @property
-    def valid(self) -> list[Instance]:
-        return [x for x in self.instances if x.valid]
-
-    @property
-    def data_path(self) -> Path:
-        return self.run_dir / "data.parquet"
-
-
-@dataclass
-class RunPlan:
-    """Everything a run is before it runs: its spec, method, seed rows and id (no call made)."""
-
-    spec: GeneratorSpec
-    method: Any
-    domain: str | None
-    rows: list[dict[str, Any]]
-    source: Any
-    uri: str
-    run_id: str
-    curation: CurationConfig | None
-    n: int | None = None
-
-    async def requests(self) -> tuple[list[GenRequest], bool]:
-        """The generator requests this run would send, and whether the list is exact.
-
-        The method runs against a generator that answers nothing (every request fails), so
-        one-round methods give their exact requests; a method whose later rounds depend on
-        answers (judging, editing) gives only what it sends before those: a lower bound.
-        """
-        sent: list[GenRequest] = []
-
-        async def record(requests: list[GenRequest]) -> list[GenResponse]:
-            from datagen_core.records import ErrorInfo
-
-            sent.extend(requests)
-            return [GenResponse(key=str(i), index=i, error=ErrorInfo(
-                type="dry_run", kind="fatal", message="dry run")) for i in range(len(requests))]
-
-        def record_with(_: GeneratorSpec | str) -> Callable[[list[GenRequest]],
-                                                            Awaitable[list[GenResponse]]]:
-            return record
-
-        ctx = MethodContext(rows=self.rows, source=self.uri, n=self.n, domain=self.domain,
-                            generate=record, generate_with=record_with)
-        await self.method.run(ctx)
-        return sent, self.method.dry_run_exact
-
-
-def plan_run(
-    generator: str | GeneratorSpec,
-    source: str | None = None,
-    *,
-    n: int | None = None,
-    method: str = "prompt",
-    method_args: dict[str, Any] | None = None,
-    domain: str | None = None,
-    curation: CurationConfig | dict[str, Any] | None = None,
-) -> RunPlan:
-    """Resolve a run without running it: validates every argument, reads the seed rows and
-    computes the run id, so a bench can tell a finished run from one still to do."""
-    spec = generator if isinstance(generator, GeneratorSpec) else load_generator(generator)
-    check_spec(spec)  # unknown provider or option: one line, and no run is created
-    if n is not None and n < 1:
-        raise ConfigError(f"-n must be at least 1, got {n}")
-    m = METHODS.get(method)(**(method_args or {}))
-    if m.uses_domain:
-        domain = domain or "general"
-        from generators.domains.formats import DOMAINS
-
-        DOMAINS.get(domain)  # unknown domain -> one clear line before any work
-    elif domain is not None:
-        raise ConfigError(f"method {m.name} takes no --domain")
-    uri = source or m.default_source or (f"builtin:{domain}" if m.uses_domain
-                                         else DEFAULT_SOURCE)
-    rows, src = load_rows(uri, limit=n if m.n_means == "rows" else None)
-    args: dict[str, Any] = {"generator": spec.semantic(), "method_args": m.non_default_args(),
-                            "n": n}
-    if domain is not None:
-        args["domain"] = domain
-    cur = _curation_config(curation) if m.uses_domain else None
-    if cur is not None and cur.model_dump(exclude_defaults=True):
-        args["curation"] = cur.model_dump(mode="json", exclude_defaults=True)
-    run_id = fingerprint(src.fingerprint, m.name, m.version, args)
-    return RunPlan(spec=spec, method=m, domain=domain, rows=rows, source=src, uri=uri,
-                   run_id=run_id, curation=cur, n=n)
+__all__ = [
+    "DEFAULT_SOURCE", "EXPORT_FORMATS", "EvalResult", "RunPlan", "RunResult", "TaskResult",
+    "aevaluate", "agenerate", "evaluate", "export_run", "generate", "list_runs", "list_students",
+    "load_responses", "load_spec", "pair_rows", "plan_run", "resolve_model", "show_run",
+    "show_student", "train", "train_many",
+]
 
 
 def generate(
@@ -213,7 +63,7 @@ def generate(
     curation: CurationConfig | dict[str, Any] | None = None,
     max_failure_rate: float | None = None,
 ) -> RunResult:
-    """Synchronous wrapper of :func:`agenerate` (for scripts; notebooks may await that one)."""
+    """:func:`datagen.runs.agenerate`, synchronously."""
     return asyncio.run(agenerate(
         generator, source, n=n, method=method, method_args=method_args, domain=domain,
         workspace=workspace, progress=progress, backend=backend, backends=backends,
@@ -221,347 +71,20 @@ def generate(
     ))
 
 
-async def agenerate(
-    generator: str | GeneratorSpec,
-    source: str | None = None,
-    *,
-    n: int | None = None,
-    method: str = "prompt",
-    method_args: dict[str, Any] | None = None,
-    domain: str | None = None,
+def evaluate(
+    model_spec: str | GeneratorSpec,
+    tasks: Sequence[str | Task],
     workspace: str | Path | None = None,
+    limit: int | None = None,
+    judge: str | GeneratorSpec | None = None,
+    *,
+    student_id: str | None = None,
     progress: bool | None = None,
     backend: Any = None,
     backends: dict[str, Any] | None = None,
-    curation: CurationConfig | dict[str, Any] | None = None,
-    max_failure_rate: float | None = None,
-) -> RunResult:
-    """Run ``method`` with ``generator`` over ``source`` (default: the built-in seed set).
-
-    ``n`` is the number of seed rows to use, or for ``instance-generation`` the number of new
-    instances to request. ``domain`` (math, code, general) picks the prompts and validator of
-    the AgoraBench methods. ``backend`` injects a ready backend instance (tests, custom clients)
-    for the generator, ``backends`` maps other specs' labels (judges, editors) to instances; by
-    default a spec's provider is looked up in the backend registry. ``curation`` configures
-    dedup and decontamination of the AgoraBench methods' accepted rows (on by default).
-
-    A run that keeps no row, or whose share of failed requests is above ``max_failure_rate``
-    (0-1; default: any share), is stored with status ``failed`` and raises
-    :class:`~datagen_core.errors.RunFailedError`, whose ``result`` holds what it did produce; the
-    same call again resends only the failed requests.
-    """
-    if max_failure_rate is not None and not 0 <= max_failure_rate <= 1:
-        raise ConfigError(f"max failure rate must be between 0 and 1, got {max_failure_rate}")
-    plan = plan_run(generator, source, n=n, method=method, method_args=method_args,
-                    domain=domain, curation=curation)
-    run_id = plan.run_id
-    ws = Workspace.resolve(workspace).ensure()
-    store = Store(ws.db_path)
-    run_dir = ws.run_dir(run_id)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # The run's lock is taken before its status is touched: a second identical command is
-    # refused without marking the live run failed.
-    with run_lock(run_dir):
-        return await _run(plan, ws, store, run_dir, progress=progress, backend=backend,
-                          backends=backends, max_failure_rate=max_failure_rate)
-
-
-async def _run(plan: RunPlan, ws: Workspace, store: Store, run_dir: Path, *,
-               progress: bool | None, backend: Any, backends: dict[str, Any] | None,
-               max_failure_rate: float | None) -> RunResult:
-    spec, m, domain, src, run_id, n = (plan.spec, plan.method, plan.domain, plan.source,
-                                       plan.run_id, plan.n)
-    manifest_path = run_dir / "run.json"
-    manifest = RunManifest(
-        run_id=run_id,
-        created_at=_created_at(manifest_path),
-        generator=spec,
-        method=m.name,
-        method_version=m.version,
-        method_args=m.args.model_dump(mode="json"),
-        domain=domain,
-        source=src,
-        n=n,
-        datagen_version=__version__,
-    )
-    manifest_path.write_text(manifest.model_dump_json(indent=2))
-    store.upsert_run(manifest, "running")
-    try:
-        return await _execute(manifest, plan, store, run_dir, progress=progress, backend=backend,
-                              backends=backends, max_failure_rate=max_failure_rate)
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        store.upsert_run(manifest, "interrupted")
-        raise
-    except RunFailedError:
-        raise  # stored with its counts
-    except BaseException as e:  # a run's status is true at every moment: no run stays running
-        store.upsert_run(manifest, "failed", error=redact(str(e)) or type(e).__name__)
-        raise
-
-
-async def _execute(manifest: RunManifest, plan: RunPlan, store: Store, run_dir: Path, *,
-                   progress: bool | None, backend: Any, backends: dict[str, Any] | None,
-                   max_failure_rate: float | None) -> RunResult:
-    spec, m, rows, uri, n, cur, run_id = (plan.spec, plan.method, plan.rows, plan.uri, plan.n,
-                                          plan.curation, plan.run_id)
-    domain = plan.domain
-    engine = Engine(spec, backend=backend, log_path=run_dir / "responses.jsonl", cache=store,
-                    progress=progress, description=f"{m.name} {spec.label}")
-    totals = EngineStats()
-
-    async def call(requests: list[GenRequest]) -> list[GenResponse]:
-        responses = await engine.generate(requests)
-        _add_stats(totals, engine.stats)
-        return responses
-
-    others: dict[str, Engine] = {}
-
-    def generate_with(other: GeneratorSpec | str) -> Callable[[list[GenRequest]],
-                                                             Awaitable[list[GenResponse]]]:
-        ospec = other if isinstance(other, GeneratorSpec) else load_generator(other)
-        tag = stable_hash(ospec.semantic(), 12)
-        if tag not in others:
-            others[tag] = Engine(
-                ospec, backend=(backends or {}).get(ospec.label),
-                log_path=run_dir / f"responses-{tag}.jsonl", cache=store, progress=progress,
-                description=f"{m.name} {ospec.label}")
-        eng = others[tag]
-
-        async def call_other(requests: list[GenRequest]) -> list[GenResponse]:
-            responses = await eng.generate(requests)
-            _add_stats(totals, eng.stats)
-            return responses
-
-        return call_other
-
-    ctx = MethodContext(rows=rows, source=uri, n=n, domain=domain, generate=call,
-                        generate_with=generate_with)
-    async with engine:
-        try:
-            produced = await m.run(ctx)
-        finally:
-            for eng in others.values():
-                await eng.aclose()
-
-    instances, pairs = produced.instances, produced.pairs
-    responses = produced.responses + produced.extra_responses
-    curation_report = _curate(m, instances, rows, cur) if cur is not None else None
-    _write_data(run_dir, instances)
-    _write_pairs(run_dir, pairs)
-    store.ingest_responses(run_id, responses)
-    store.write_instances(run_id, instances)
-    store.write_pairs(run_id, pairs)
-    result = RunResult(run_id=run_id, run_dir=run_dir, stats=totals, instances=instances,
-                       pairs=pairs)
-    problem = _run_problem(result, responses, max_failure_rate)
-    store.upsert_run(
-        manifest, "failed" if problem else "finished",
-        n_requests=len(responses), n_ok=sum(r.ok for r in responses),
-        n_failed=sum(not r.ok for r in responses), n_reused=totals.reused,
-        n_instances=len(instances), n_valid=sum(x.valid for x in instances), n_pairs=len(pairs),
-        prompt_tokens=sum(r.usage.prompt_tokens for r in responses),
-        completion_tokens=sum(r.usage.completion_tokens for r in responses),
-        cost_usd=sum(r.cost_usd for r in responses), error=problem,
-        curation=orjson.dumps(curation_report).decode() if curation_report else None,
-    )
-    if problem:
-        raise RunFailedError(problem, result)
-    return result
-
-
-def _run_problem(result: RunResult, responses: list[GenResponse],
-                 max_failure_rate: float | None) -> str | None:
-    """Why a run that ran to its end is still a failure, or None: no row kept (a script must
-    not go on with an empty dataset), or more failed requests than the user allows."""
-    from collections import Counter
-
-    failed = Counter(r.error.type for r in responses if r.error is not None)
-    n_failed, total = sum(failed.values()), len(responses)
-    why = ", ".join(f"{k} x {v}" for k, v in failed.most_common(3))
-    retry = "; run the same command again to retry the failed requests" if n_failed else ""
-    if not result.valid and not result.pairs:
-        if n_failed:
-            return (f"run {result.run_id} kept no row: {n_failed} of {total} requests failed "
-                    f"({why}){retry}")
-        reasons = Counter(x.reject_reason or "rejected" for x in result.instances)
-        top = ", ".join(f"{r} x {k}" for r, k in reasons.most_common(3)) or "no rows"
-        return f"run {result.run_id} kept no row ({top}): see `datagen runs show {result.run_id}`"
-    if max_failure_rate is not None and total and n_failed / total > max_failure_rate:
-        return (f"run {result.run_id}: {n_failed} of {total} requests failed ({why}), more "
-                f"than the allowed {max_failure_rate:.0%}{retry}")
-    return None
-
-
-def _curation_config(curation: CurationConfig | dict[str, Any] | None) -> CurationConfig:
-    from generators.curation import CurationConfig
-
-    if isinstance(curation, CurationConfig):
-        return curation
-    try:
-        return CurationConfig(**(curation or {}))
-    except ValidationError as e:
-        raise ConfigError(f"bad curation settings: {validation_message(e)}") from None
-
-
-def _curate(m: Any, instances: list[Instance], rows: list[dict[str, Any]],
-            cfg: CurationConfig) -> dict[str, Any]:
-    """Dedup (methods that write new instructions) and decontaminate the accepted rows.
-
-    Eval sets that cannot be loaded (offline, no ``$DATAGEN_EVAL_DIR``) skip decontamination
-    with a warning recorded in the run, rather than failing a finished generation.
-    """
-    from generators.curation import curate_instances
-
-    cfg = cfg.model_copy(update={"dedup": cfg.dedup and m.new_instructions})
-    index = None
-    skipped = None
-    if cfg.decontaminate and cfg.eval_sets:
-        try:
-            index = _eval_index(tuple(cfg.eval_sets), cfg.ngram,
-                                cfg.eval_dir or os.environ.get("DATAGEN_EVAL_DIR"))
-        except DatagenError as e:
-            skipped = f"decontamination skipped: {e}"
-            log.warning("%s", skipped)
-            cfg = cfg.model_copy(update={"decontaminate": False})
-    seeds: list[str] = []
-    if m.new_instructions:
-        from generators.methods.agora import seed_rows
-
-        seeds = [s["instruction"] for s in seed_rows(rows, getattr(m.args, "columns", None),
-                                                     "seeds", need_response=False)]
-    report = curate_instances(instances, seeds, cfg, index)
-    out: dict[str, Any] = {"counts": report.counts, "contaminated_by": report.contaminated_by}
-    if skipped:
-        out["skipped"] = skipped
-    return out
-
-
-@functools.lru_cache(maxsize=4)
-def _eval_index(names: tuple[str, ...], n: int, root: str | None) -> Any:
-    """Eval sets are loaded and indexed once per process (a bench runs many cells)."""
-    from generators.curation import EvalIndex
-
-    return EvalIndex.from_names(list(names), n=n, root=root)
-
-
-def _add_stats(total: EngineStats, part: EngineStats) -> None:
-    for f in ("total", "reused", "sent", "ok", "failed", "attempts", "prompt_tokens",
-              "completion_tokens", "cost_usd"):
-        setattr(total, f, getattr(total, f) + getattr(part, f))
-    for k, v in part.errors.items():
-        total.errors[k] = total.errors.get(k, 0) + v
-
-
-def _created_at(manifest_path: Path) -> float:
-    if manifest_path.exists():
-        try:
-            return float(orjson.loads(manifest_path.read_bytes())["created_at"])
-        except (KeyError, ValueError, orjson.JSONDecodeError):
-            pass
-    return time.time()
-
-
-def _instance_rows(instances: list[Instance]) -> list[dict[str, Any]]:
-    return [
-        {"messages": [m.model_dump() for m in x.messages], "instance_id": x.instance_id,
-         "index": x.index, "meta": orjson.dumps(x.meta).decode()}
-        for x in instances
-    ]
-
-
-def _write_data(run_dir: Path, instances: list[Instance]) -> None:
-    """data.parquet / data.jsonl (accepted rows, SFT-ready) and rejected.jsonl, atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    valid = [x for x in instances if x.valid]
-    tmp = run_dir / "data.parquet.tmp"
-    pq.write_table(pa.Table.from_pylist(_instance_rows(valid), schema=_DATA_SCHEMA), tmp)
-    tmp.replace(run_dir / "data.parquet")
-    _write_jsonl(run_dir / "data.jsonl", _instance_rows(valid))
-    _write_jsonl(run_dir / "rejected.jsonl", [x.model_dump(mode="json") for x in instances
-                                               if not x.valid])
-
-
-def pair_rows(pairs: list[Pair]) -> list[dict[str, Any]]:
-    """Pairs as TRL's DPOTrainer reads them: conversational prompt/chosen/rejected, plus
-    provenance columns (attribute, margin, weight) that trainers ignore."""
-    return [
-        {"prompt": [m.model_dump() for m in p.prompt],
-         "chosen": [m.model_dump() for m in p.chosen],
-         "rejected": [m.model_dump() for m in p.rejected],
-         "pair_id": p.pair_id, "attribute": p.attribute, "margin": p.margin, "weight": p.weight}
-        for p in pairs
-    ]
-
-
-def _write_pairs(run_dir: Path, pairs: list[Pair]) -> None:
-    if not pairs:
-        return
-    _write_jsonl(run_dir / "pairs.jsonl", [
-        {**r, "evidence": p.evidence, "meta": p.meta} for r, p in zip(pair_rows(pairs), pairs)
-    ])
-
-
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        for r in rows:
-            f.write(orjson.dumps(r) + b"\n")
-    tmp.replace(path)
-
-
-def _data_schema() -> Any:
-    import pyarrow as pa
-
-    msg = pa.struct([("role", pa.string()), ("content", pa.string())])
-    return pa.schema([("messages", pa.list_(msg)), ("instance_id", pa.string()),
-                      ("index", pa.int64()), ("meta", pa.string())])
-
-
-_DATA_SCHEMA = _data_schema()
-
-
-# -- inspecting runs -----------------------------------------------------------------------------
-def list_runs(workspace: str | Path | None = None) -> list[dict[str, Any]]:
-    """Runs in the workspace, newest first."""
-    return Store(Workspace.resolve(workspace).db_path).list_runs()
-
-
-def show_run(run_id: str, workspace: str | Path | None = None) -> dict[str, Any]:
-    """One run's counts, tokens, cost, latency, failures by type and rejections by reason."""
-    store = Store.open_existing(workspace)
-    return store.run_summary(store.resolve_run(run_id))
-
-
-def load_responses(run_id: str, workspace: str | Path | None = None) -> list[GenResponse]:
-    """Raw responses of a run, as stored in its log (last record per key)."""
-    from generators.log import iter_log
-
-    store = Store.open_existing(workspace)
-    rid = store.resolve_run(run_id)
-    ws = Workspace.resolve(workspace)
-    return [GenResponse.model_validate(r) for r in iter_log(ws.run_dir(rid) / "responses.jsonl")]
-
-
-EXPORT_FORMATS = ("jsonl", "parquet")
-
-
-def export_run(
-    run_id: str, out: str | Path, fmt: str | None = None, *,
-    include_rejected: bool = False, workspace: str | Path | None = None,
-) -> Path:
-    """Write a run's instances (chat ``messages`` rows) as JSONL or Parquet to ``out``."""
-    store = Store.open_existing(workspace)
-    rid = store.resolve_run(run_id)
-    out = Path(out)
-    fmt = fmt or out.suffix.lstrip(".") or "jsonl"
-    if fmt not in EXPORT_FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
-    rows = store.instance_rows(rid, include_rejected)
-    if fmt == "jsonl":
-        return write_output(out, (orjson.dumps(r) + b"\n" for r in rows))
-    for r in rows:
-        r["meta"] = orjson.dumps(r["meta"]).decode()
-    return write_output(out, parquet_bytes(rows))
-
+) -> EvalResult:
+    """:func:`datagen.evaluation.aevaluate`, synchronously."""
+    return asyncio.run(aevaluate(
+        model_spec, tasks, workspace, limit, judge, student_id=student_id, progress=progress,
+        backend=backend, backends=backends,
+    ))

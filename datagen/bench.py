@@ -313,7 +313,7 @@ class _Runner:
 
     def evaluate(self, model: Any, domain: str, rec: StepRecord,
                  student_id: str | None) -> list[str]:
-        from datagen.evaluation import evaluate
+        from datagen.api import evaluate
         from students.tasks.base import get_task
 
         dom = self.suite.domains[domain]

@@ -2,7 +2,7 @@
 
 ::
 
-    from datagen.evaluation import evaluate
+    from datagen.api import evaluate      # or: await datagen.evaluation.aevaluate(...)
     result = evaluate("hf:smollm2", ["gsm8k", "ifeval"], limit=50)
     result.scores            # {"gsm8k": 0.12, "ifeval": 0.31}
 
@@ -16,7 +16,6 @@ workspace database is the engines' cross-run cache.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,26 +36,7 @@ from students.evaluate import (
 )
 from students.tasks.base import ItemScore, Task, get_task
 
-__all__ = ["EvalResult", "TaskResult", "aevaluate", "evaluate", "resolve_model"]
-
-
-def evaluate(
-    model_spec: str | GeneratorSpec,
-    tasks: Sequence[str | Task],
-    workspace: str | Path | None = None,
-    limit: int | None = None,
-    judge: str | GeneratorSpec | None = None,
-    *,
-    student_id: str | None = None,
-    progress: bool | None = None,
-    backend: Any = None,
-    backends: dict[str, Any] | None = None,
-) -> EvalResult:
-    """Synchronous wrapper of :func:`aevaluate` (notebooks with a running loop await that)."""
-    return asyncio.run(aevaluate(
-        model_spec, tasks, workspace, limit, judge, student_id=student_id, progress=progress,
-        backend=backend, backends=backends,
-    ))
+__all__ = ["EvalResult", "TaskResult", "aevaluate", "resolve_model"]
 
 
 async def aevaluate(

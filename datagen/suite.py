@@ -184,10 +184,10 @@ def parse_suite(data: dict[str, Any], where: str = "suite") -> Suite:
 def check_suite(suite: Suite, where: str = "suite") -> None:
     """What pydantic cannot see: names resolve in their registries, names are unique, each
     generator spec and the recipe parse, the baselines can be built."""
-    from datagen.api import load_generator
     from generators.base import check_spec
     from generators.domains.formats import DOMAINS
     from generators.methods.base import METHODS
+    from generators.specs import load_spec
     from metrics.intrinsic import METRICS
     from students.recipes import SCRATCH, load_recipe
     from students.tasks.base import TASKS
@@ -202,12 +202,12 @@ def check_suite(suite: Suite, where: str = "suite") -> None:
              "own name")
     for i, g in enumerate(suite.generators):
         try:
-            check_spec(generator_spec(g, load_generator))
+            check_spec(generator_spec(g, load_spec))
         except ConfigError as e:
             fail(f"generators.{i}", str(e))
     if suite.judge:
         try:
-            check_spec(load_generator(suite.judge))
+            check_spec(load_spec(suite.judge))
         except (ConfigError, InputError) as e:
             fail("judge", str(e))
     for i, m in enumerate(suite.methods):
@@ -285,7 +285,7 @@ def _check_seeds(uri: str, key: str, fail: Any) -> None:
 def generator_spec(g: SuiteGenerator, load: Any = None) -> GeneratorSpec:
     """The :class:`GeneratorSpec` of a suite entry (its name set, for tables)."""
     if load is None:
-        from datagen.api import load_generator as load
+        from generators.specs import load_spec as load
     extra: dict[str, Any] = {k: v for k, v in (("sampling", g.sampling), ("limits", g.limits),
                                ("options", g.options)) if v}
     if g.price is not None:

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def test_every_method_and_domain_runs_offline_with_smollm2(method):
     """The machinery is real end to end with the embedded model (quality may be poor): every
     output is either accepted or rejected with a reason, and `runs show` counts them."""
-    spec = api.load_generator("hf:smollm2", sampling={"temperature": 0.7, "max_tokens": 48,
+    spec = api.load_spec("hf:smollm2", sampling={"temperature": 0.7, "max_tokens": 48,
                                                       "seed": 0}, limits={"batch_size": 8})
     for domain in ("math", "code", "general"):
         res = api.generate(spec, n=2, method=method, domain=domain,
@@ -33,11 +33,11 @@ def test_every_method_and_domain_runs_offline_with_smollm2(method):
 def test_students_on_generated_and_gold_data_are_evaluated_into_duckdb(tmp_path):
     """Train the tiny CPU student on a generated run and on gold GSM8K rows, evaluate both on
     a held-out GSM8K slice; scores and per-item rows land in DuckDB; re-running does nothing."""
-    from datagen.evaluation import evaluate
+    from datagen.api import evaluate
     from datagen.training import train
     from students.recipes import load_recipe
 
-    fake = api.load_generator("fake:math", options={
+    fake = api.load_spec("fake:math", options={
         "replies": ["Add the amounts step by step to get the total.\n#### 42"], "cycle": True})
     gen = api.generate(fake, str(ASSETS / "gsm8k" / "train.jsonl"), n=64,
                        method="response-generation", domain="math",

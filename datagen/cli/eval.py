@@ -28,8 +28,8 @@ def eval_command(
     from rich import box
     from rich.table import Table
 
+    from datagen.api import evaluate
     from datagen.cli.console import err, out, state, styled
-    from datagen.evaluation import evaluate
     from datagen_core.errors import ConfigError
     from students.tasks import TASKS, get_task
 

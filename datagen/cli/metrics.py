@@ -42,7 +42,7 @@ def metrics_command(
     force: Annotated[bool, typer.Option(help="Recompute even if stored.")] = False,
 ) -> None:
     """Compute intrinsic metrics of a run's data and store them (stored ones are reused)."""
-    from datagen.api import load_generator
+    from generators.specs import load_spec
     from metrics import api
 
     st = state
@@ -50,7 +50,7 @@ def metrics_command(
     configs: dict[str, dict[str, Any]] = {}
     if judge:
         families.append("judge")
-        configs["judge"] = {"judge": load_generator(judge), "max_items": judge_items}
+        configs["judge"] = {"judge": load_spec(judge), "max_items": judge_items}
     if reward:
         families.append("reward")
         configs["reward"] = {"model": reward}

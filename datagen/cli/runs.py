@@ -68,7 +68,7 @@ def generate(
     if samples < 1:
         raise ConfigError(f"--samples must be at least 1, got {samples}")
 
-    spec = api.load_generator(
+    spec = api.load_spec(
         generator,
         sampling={"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
                   "seed": seed},

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import duckdb
 
-from datagen.api import load_generator
+from datagen.api import load_spec
 from datagen_core.records import GenResponse
 from metrics import migrations
 from metrics.store import Store
@@ -56,5 +56,5 @@ def test_shipped_generator_configs_are_valid():
     files = sorted((ROOT / "configs" / "generators").glob("*.yaml"))
     assert files
     for f in files:
-        spec = load_generator(str(f))
+        spec = load_spec(str(f))
         assert spec.provider and spec.model

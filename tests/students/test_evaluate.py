@@ -10,7 +10,7 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from datagen.evaluation import aevaluate, evaluate, resolve_model
+from datagen.api import aevaluate, evaluate, resolve_model
 from datagen_core.errors import ConfigError, NotFoundError
 from datagen_core.records import GeneratorSpec, GenRequest
 from datagen_core.workspace import Workspace

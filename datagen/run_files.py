@@ -1,0 +1,97 @@
+"""What a run writes (``data.parquet``, ``data.jsonl``, ``rejected.jsonl``, ``pairs.jsonl``,
+each replaced atomically) and how its rows are exported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from datagen_core.errors import ConfigError
+from datagen_core.files import parquet_bytes, write_output
+from datagen_core.records import Instance, Pair
+from metrics.store import Store
+
+
+def _instance_rows(instances: list[Instance]) -> list[dict[str, Any]]:
+    return [
+        {"messages": [m.model_dump() for m in x.messages], "instance_id": x.instance_id,
+         "index": x.index, "meta": orjson.dumps(x.meta).decode()}
+        for x in instances
+    ]
+
+
+def write_data(run_dir: Path, instances: list[Instance]) -> None:
+    """data.parquet / data.jsonl (accepted rows, SFT-ready) and rejected.jsonl, atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    valid = [x for x in instances if x.valid]
+    tmp = run_dir / "data.parquet.tmp"
+    pq.write_table(pa.Table.from_pylist(_instance_rows(valid), schema=_DATA_SCHEMA), tmp)
+    tmp.replace(run_dir / "data.parquet")
+    _write_jsonl(run_dir / "data.jsonl", _instance_rows(valid))
+    _write_jsonl(run_dir / "rejected.jsonl", [x.model_dump(mode="json") for x in instances
+                                               if not x.valid])
+
+
+def pair_rows(pairs: list[Pair]) -> list[dict[str, Any]]:
+    """Pairs as TRL's DPOTrainer reads them: conversational prompt/chosen/rejected, plus
+    provenance columns (attribute, margin, weight) that trainers ignore."""
+    return [
+        {"prompt": [m.model_dump() for m in p.prompt],
+         "chosen": [m.model_dump() for m in p.chosen],
+         "rejected": [m.model_dump() for m in p.rejected],
+         "pair_id": p.pair_id, "attribute": p.attribute, "margin": p.margin, "weight": p.weight}
+        for p in pairs
+    ]
+
+
+def write_pairs(run_dir: Path, pairs: list[Pair]) -> None:
+    if not pairs:
+        return
+    _write_jsonl(run_dir / "pairs.jsonl", [
+        {**r, "evidence": p.evidence, "meta": p.meta} for r, p in zip(pair_rows(pairs), pairs)
+    ])
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        for r in rows:
+            f.write(orjson.dumps(r) + b"\n")
+    tmp.replace(path)
+
+
+def _data_schema() -> Any:
+    import pyarrow as pa
+
+    msg = pa.struct([("role", pa.string()), ("content", pa.string())])
+    return pa.schema([("messages", pa.list_(msg)), ("instance_id", pa.string()),
+                      ("index", pa.int64()), ("meta", pa.string())])
+
+
+_DATA_SCHEMA = _data_schema()
+
+
+EXPORT_FORMATS = ("jsonl", "parquet")
+
+
+def export_run(
+    run_id: str, out: str | Path, fmt: str | None = None, *,
+    include_rejected: bool = False, workspace: str | Path | None = None,
+) -> Path:
+    """Write a run's instances (chat ``messages`` rows) as JSONL or Parquet to ``out``."""
+    store = Store.open_existing(workspace)
+    rid = store.resolve_run(run_id)
+    out = Path(out)
+    fmt = fmt or out.suffix.lstrip(".") or "jsonl"
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    rows = store.instance_rows(rid, include_rejected)
+    if fmt == "jsonl":
+        return write_output(out, (orjson.dumps(r) + b"\n" for r in rows))
+    for r in rows:
+        r["meta"] = orjson.dumps(r["meta"]).decode()
+    return write_output(out, parquet_bytes(rows))

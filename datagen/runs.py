@@ -1,0 +1,408 @@
+"""Runs: plan one (every argument checked, the id computed, nothing called), run it, inspect
+runs. Async all the way down; the one synchronous edge is :mod:`datagen.api`.
+
+A run's id is a fingerprint of (source content, method@version, non-default method args,
+generator's semantic spec, n): the same command twice is the same run, and the second time
+sends nothing. A killed run resumes from its response log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from pydantic import ValidationError
+
+from datagen import __version__
+from datagen.run_files import write_data, write_pairs
+from datagen_core.errors import ConfigError, DatagenError, RunFailedError
+from datagen_core.fingerprint import fingerprint, stable_hash
+from datagen_core.records import (
+    GeneratorSpec,
+    GenRequest,
+    GenResponse,
+    Instance,
+    Pair,
+    RunManifest,
+    validation_message,
+)
+from datagen_core.secrets import redact
+from datagen_core.sources import load_rows
+from datagen_core.workspace import Workspace, run_lock
+from generators.base import check_spec
+from generators.engine import Engine, EngineStats
+from generators.specs import load_spec
+
+if TYPE_CHECKING:
+    from generators.curation import CurationConfig
+from generators.methods.base import METHODS, MethodContext
+from metrics.store import Store
+
+DEFAULT_SOURCE = "builtin:general"
+log = logging.getLogger("datagen.runs")
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    stats: EngineStats
+    instances: list[Instance]
+    pairs: list[Pair] = field(default_factory=list)
+
+    @property
+    def valid(self) -> list[Instance]:
+        return [x for x in self.instances if x.valid]
+
+    @property
+    def data_path(self) -> Path:
+        return self.run_dir / "data.parquet"
+
+
+@dataclass
+class RunPlan:
+    """Everything a run is before it runs: its spec, method, seed rows and id (no call made)."""
+
+    spec: GeneratorSpec
+    method: Any
+    domain: str | None
+    rows: list[dict[str, Any]]
+    source: Any
+    uri: str
+    run_id: str
+    curation: CurationConfig | None
+    n: int | None = None
+
+    async def requests(self) -> tuple[list[GenRequest], bool]:
+        """The generator requests this run would send, and whether the list is exact.
+
+        The method runs against a generator that answers nothing (every request fails), so
+        one-round methods give their exact requests; a method whose later rounds depend on
+        answers (judging, editing) gives only what it sends before those: a lower bound.
+        """
+        sent: list[GenRequest] = []
+
+        async def record(requests: list[GenRequest]) -> list[GenResponse]:
+            from datagen_core.records import ErrorInfo
+
+            sent.extend(requests)
+            return [GenResponse(key=str(i), index=i, error=ErrorInfo(
+                type="dry_run", kind="fatal", message="dry run")) for i in range(len(requests))]
+
+        def record_with(_: GeneratorSpec | str) -> Callable[[list[GenRequest]],
+                                                            Awaitable[list[GenResponse]]]:
+            return record
+
+        ctx = MethodContext(rows=self.rows, source=self.uri, n=self.n, domain=self.domain,
+                            generate=record, generate_with=record_with)
+        await self.method.run(ctx)
+        return sent, self.method.dry_run_exact
+
+
+def plan_run(
+    generator: str | GeneratorSpec,
+    source: str | None = None,
+    *,
+    n: int | None = None,
+    method: str = "prompt",
+    method_args: dict[str, Any] | None = None,
+    domain: str | None = None,
+    curation: CurationConfig | dict[str, Any] | None = None,
+) -> RunPlan:
+    """Resolve a run without running it: validates every argument, reads the seed rows and
+    computes the run id, so a bench can tell a finished run from one still to do."""
+    spec = generator if isinstance(generator, GeneratorSpec) else load_spec(generator)
+    check_spec(spec)  # unknown provider or option: one line, and no run is created
+    if n is not None and n < 1:
+        raise ConfigError(f"-n must be at least 1, got {n}")
+    m = METHODS.get(method)(**(method_args or {}))
+    if m.uses_domain:
+        domain = domain or "general"
+        from generators.domains.formats import DOMAINS
+
+        DOMAINS.get(domain)  # unknown domain -> one clear line before any work
+    elif domain is not None:
+        raise ConfigError(f"method {m.name} takes no --domain")
+    uri = source or m.default_source or (f"builtin:{domain}" if m.uses_domain
+                                         else DEFAULT_SOURCE)
+    rows, src = load_rows(uri, limit=n if m.n_means == "rows" else None)
+    args: dict[str, Any] = {"generator": spec.semantic(), "method_args": m.non_default_args(),
+                            "n": n}
+    if domain is not None:
+        args["domain"] = domain
+    cur = _curation_config(curation) if m.uses_domain else None
+    if cur is not None and cur.model_dump(exclude_defaults=True):
+        args["curation"] = cur.model_dump(mode="json", exclude_defaults=True)
+    run_id = fingerprint(src.fingerprint, m.name, m.version, args)
+    return RunPlan(spec=spec, method=m, domain=domain, rows=rows, source=src, uri=uri,
+                   run_id=run_id, curation=cur, n=n)
+
+
+async def agenerate(
+    generator: str | GeneratorSpec,
+    source: str | None = None,
+    *,
+    n: int | None = None,
+    method: str = "prompt",
+    method_args: dict[str, Any] | None = None,
+    domain: str | None = None,
+    workspace: str | Path | None = None,
+    progress: bool | None = None,
+    backend: Any = None,
+    backends: dict[str, Any] | None = None,
+    curation: CurationConfig | dict[str, Any] | None = None,
+    max_failure_rate: float | None = None,
+) -> RunResult:
+    """Run ``method`` with ``generator`` over ``source`` (default: the built-in seed set).
+
+    ``n`` is the number of seed rows to use, or for ``instance-generation`` the number of new
+    instances to request. ``domain`` (math, code, general) picks the prompts and validator of
+    the AgoraBench methods. ``backend`` injects a ready backend instance (tests, custom clients)
+    for the generator, ``backends`` maps other specs' labels (judges, editors) to instances; by
+    default a spec's provider is looked up in the backend registry. ``curation`` configures
+    dedup and decontamination of the AgoraBench methods' accepted rows (on by default).
+
+    A run that keeps no row, or whose share of failed requests is above ``max_failure_rate``
+    (0-1; default: any share), is stored with status ``failed`` and raises
+    :class:`~datagen_core.errors.RunFailedError`, whose ``result`` holds what it did produce; the
+    same call again resends only the failed requests.
+    """
+    if max_failure_rate is not None and not 0 <= max_failure_rate <= 1:
+        raise ConfigError(f"max failure rate must be between 0 and 1, got {max_failure_rate}")
+    plan = plan_run(generator, source, n=n, method=method, method_args=method_args,
+                    domain=domain, curation=curation)
+    run_id = plan.run_id
+    ws = Workspace.resolve(workspace).ensure()
+    store = Store(ws.db_path)
+    run_dir = ws.run_dir(run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # The run's lock is taken before its status is touched: a second identical command is
+    # refused without marking the live run failed.
+    with run_lock(run_dir):
+        return await _run(plan, ws, store, run_dir, progress=progress, backend=backend,
+                          backends=backends, max_failure_rate=max_failure_rate)
+
+
+async def _run(plan: RunPlan, ws: Workspace, store: Store, run_dir: Path, *,
+               progress: bool | None, backend: Any, backends: dict[str, Any] | None,
+               max_failure_rate: float | None) -> RunResult:
+    spec, m, domain, src, run_id, n = (plan.spec, plan.method, plan.domain, plan.source,
+                                       plan.run_id, plan.n)
+    manifest_path = run_dir / "run.json"
+    manifest = RunManifest(
+        run_id=run_id,
+        created_at=_created_at(manifest_path),
+        generator=spec,
+        method=m.name,
+        method_version=m.version,
+        method_args=m.args.model_dump(mode="json"),
+        domain=domain,
+        source=src,
+        n=n,
+        datagen_version=__version__,
+    )
+    manifest_path.write_text(manifest.model_dump_json(indent=2))
+    store.upsert_run(manifest, "running")
+    try:
+        return await _execute(manifest, plan, store, run_dir, progress=progress, backend=backend,
+                              backends=backends, max_failure_rate=max_failure_rate)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        store.upsert_run(manifest, "interrupted")
+        raise
+    except RunFailedError:
+        raise  # stored with its counts
+    except BaseException as e:  # a run's status is true at every moment: no run stays running
+        store.upsert_run(manifest, "failed", error=redact(str(e)) or type(e).__name__)
+        raise
+
+
+async def _execute(manifest: RunManifest, plan: RunPlan, store: Store, run_dir: Path, *,
+                   progress: bool | None, backend: Any, backends: dict[str, Any] | None,
+                   max_failure_rate: float | None) -> RunResult:
+    spec, m, rows, uri, n, cur, run_id = (plan.spec, plan.method, plan.rows, plan.uri, plan.n,
+                                          plan.curation, plan.run_id)
+    domain = plan.domain
+    engine = Engine(spec, backend=backend, log_path=run_dir / "responses.jsonl", cache=store,
+                    progress=progress, description=f"{m.name} {spec.label}")
+    totals = EngineStats()
+
+    async def call(requests: list[GenRequest]) -> list[GenResponse]:
+        responses = await engine.generate(requests)
+        _add_stats(totals, engine.stats)
+        return responses
+
+    others: dict[str, Engine] = {}
+
+    def generate_with(other: GeneratorSpec | str) -> Callable[[list[GenRequest]],
+                                                             Awaitable[list[GenResponse]]]:
+        ospec = other if isinstance(other, GeneratorSpec) else load_spec(other)
+        tag = stable_hash(ospec.semantic(), 12)
+        if tag not in others:
+            others[tag] = Engine(
+                ospec, backend=(backends or {}).get(ospec.label),
+                log_path=run_dir / f"responses-{tag}.jsonl", cache=store, progress=progress,
+                description=f"{m.name} {ospec.label}")
+        eng = others[tag]
+
+        async def call_other(requests: list[GenRequest]) -> list[GenResponse]:
+            responses = await eng.generate(requests)
+            _add_stats(totals, eng.stats)
+            return responses
+
+        return call_other
+
+    ctx = MethodContext(rows=rows, source=uri, n=n, domain=domain, generate=call,
+                        generate_with=generate_with)
+    async with engine:
+        try:
+            produced = await m.run(ctx)
+        finally:
+            for eng in others.values():
+                await eng.aclose()
+
+    instances, pairs = produced.instances, produced.pairs
+    responses = produced.responses + produced.extra_responses
+    curation_report = _curate(m, instances, rows, cur) if cur is not None else None
+    write_data(run_dir, instances)
+    write_pairs(run_dir, pairs)
+    store.ingest_responses(run_id, responses)
+    store.write_instances(run_id, instances)
+    store.write_pairs(run_id, pairs)
+    result = RunResult(run_id=run_id, run_dir=run_dir, stats=totals, instances=instances,
+                       pairs=pairs)
+    problem = _run_problem(result, responses, max_failure_rate)
+    store.upsert_run(
+        manifest, "failed" if problem else "finished",
+        n_requests=len(responses), n_ok=sum(r.ok for r in responses),
+        n_failed=sum(not r.ok for r in responses), n_reused=totals.reused,
+        n_instances=len(instances), n_valid=sum(x.valid for x in instances), n_pairs=len(pairs),
+        prompt_tokens=sum(r.usage.prompt_tokens for r in responses),
+        completion_tokens=sum(r.usage.completion_tokens for r in responses),
+        cost_usd=sum(r.cost_usd for r in responses), error=problem,
+        curation=orjson.dumps(curation_report).decode() if curation_report else None,
+    )
+    if problem:
+        raise RunFailedError(problem, result)
+    return result
+
+
+def _run_problem(result: RunResult, responses: list[GenResponse],
+                 max_failure_rate: float | None) -> str | None:
+    """Why a run that ran to its end is still a failure, or None: no row kept (a script must
+    not go on with an empty dataset), or more failed requests than the user allows."""
+    from collections import Counter
+
+    failed = Counter(r.error.type for r in responses if r.error is not None)
+    n_failed, total = sum(failed.values()), len(responses)
+    why = ", ".join(f"{k} x {v}" for k, v in failed.most_common(3))
+    retry = "; run the same command again to retry the failed requests" if n_failed else ""
+    if not result.valid and not result.pairs:
+        if n_failed:
+            return (f"run {result.run_id} kept no row: {n_failed} of {total} requests failed "
+                    f"({why}){retry}")
+        reasons = Counter(x.reject_reason or "rejected" for x in result.instances)
+        top = ", ".join(f"{r} x {k}" for r, k in reasons.most_common(3)) or "no rows"
+        return f"run {result.run_id} kept no row ({top}): see `datagen runs show {result.run_id}`"
+    if max_failure_rate is not None and total and n_failed / total > max_failure_rate:
+        return (f"run {result.run_id}: {n_failed} of {total} requests failed ({why}), more "
+                f"than the allowed {max_failure_rate:.0%}{retry}")
+    return None
+
+
+def _curation_config(curation: CurationConfig | dict[str, Any] | None) -> CurationConfig:
+    from generators.curation import CurationConfig
+
+    if isinstance(curation, CurationConfig):
+        return curation
+    try:
+        return CurationConfig(**(curation or {}))
+    except ValidationError as e:
+        raise ConfigError(f"bad curation settings: {validation_message(e)}") from None
+
+
+def _curate(m: Any, instances: list[Instance], rows: list[dict[str, Any]],
+            cfg: CurationConfig) -> dict[str, Any]:
+    """Dedup (methods that write new instructions) and decontaminate the accepted rows.
+
+    Eval sets that cannot be loaded (offline, no ``$DATAGEN_EVAL_DIR``) skip decontamination
+    with a warning recorded in the run, rather than failing a finished generation.
+    """
+    from generators.curation import curate_instances
+
+    cfg = cfg.model_copy(update={"dedup": cfg.dedup and m.new_instructions})
+    index = None
+    skipped = None
+    if cfg.decontaminate and cfg.eval_sets:
+        try:
+            index = _eval_index(tuple(cfg.eval_sets), cfg.ngram,
+                                cfg.eval_dir or os.environ.get("DATAGEN_EVAL_DIR"))
+        except DatagenError as e:
+            skipped = f"decontamination skipped: {e}"
+            log.warning("%s", skipped)
+            cfg = cfg.model_copy(update={"decontaminate": False})
+    seeds: list[str] = []
+    if m.new_instructions:
+        from generators.methods.agora import seed_rows
+
+        seeds = [s["instruction"] for s in seed_rows(rows, getattr(m.args, "columns", None),
+                                                     "seeds", need_response=False)]
+    report = curate_instances(instances, seeds, cfg, index)
+    out: dict[str, Any] = {"counts": report.counts, "contaminated_by": report.contaminated_by}
+    if skipped:
+        out["skipped"] = skipped
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _eval_index(names: tuple[str, ...], n: int, root: str | None) -> Any:
+    """Eval sets are loaded and indexed once per process (a bench runs many cells)."""
+    from generators.curation import EvalIndex
+
+    return EvalIndex.from_names(list(names), n=n, root=root)
+
+
+def _add_stats(total: EngineStats, part: EngineStats) -> None:
+    for f in ("total", "reused", "sent", "ok", "failed", "attempts", "prompt_tokens",
+              "completion_tokens", "cost_usd"):
+        setattr(total, f, getattr(total, f) + getattr(part, f))
+    for k, v in part.errors.items():
+        total.errors[k] = total.errors.get(k, 0) + v
+
+
+def _created_at(manifest_path: Path) -> float:
+    if manifest_path.exists():
+        try:
+            return float(orjson.loads(manifest_path.read_bytes())["created_at"])
+        except (KeyError, ValueError, orjson.JSONDecodeError):
+            pass
+    return time.time()
+
+
+# -- inspecting runs -----------------------------------------------------------------------------
+def list_runs(workspace: str | Path | None = None) -> list[dict[str, Any]]:
+    """Runs in the workspace, newest first."""
+    return Store(Workspace.resolve(workspace).db_path).list_runs()
+
+
+def show_run(run_id: str, workspace: str | Path | None = None) -> dict[str, Any]:
+    """One run's counts, tokens, cost, latency, failures by type and rejections by reason."""
+    store = Store.open_existing(workspace)
+    return store.run_summary(store.resolve_run(run_id))
+
+
+def load_responses(run_id: str, workspace: str | Path | None = None) -> list[GenResponse]:
+    """Raw responses of a run, as stored in its log (last record per key)."""
+    from generators.log import iter_log
+
+    store = Store.open_existing(workspace)
+    rid = store.resolve_run(run_id)
+    ws = Workspace.resolve(workspace)
+    return [GenResponse.model_validate(r) for r in iter_log(ws.run_dir(rid) / "responses.jsonl")]
