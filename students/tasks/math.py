@@ -2,9 +2,11 @@
 
 Extraction and matching are :mod:`generators.domains.math`, the rules the math validator applies
 to generated data, so a student is scored by the same normalisation its training data was
-filtered with. Extraction is lenient here (a solution without ``####`` or ``\\boxed{}`` is read
-by its last number): small students often ignore the answer format, and the metric is whether
-the answer is right, not whether the format was followed.
+filtered with. MATH-500 adds the question-aware rules of :mod:`students.tasks.math_answers`: an
+answer in a base must be in that base, and numeric answers are exact unless the question asks
+for rounding, and then at the precision asked. Extraction is lenient here (a solution without
+``####`` or ``\\boxed{}`` is read by its last number): small students often ignore the answer
+format, and the metric is whether the answer is right, not whether the format was followed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, ClassVar
 from datagen_core.errors import InputError
 from generators.domains.math import answers_match, extract_answer, gsm8k_gold
 from students.tasks.base import EvalItem, ItemScore, ScoreContext, Task
+from students.tasks.math_answers import math500_answers_match
 
 GSM8K_PROMPT = (
     "Solve the following math problem step by step. At the end, write the final answer on its "
@@ -35,10 +38,13 @@ class _FinalAnswerTask(Task):
     def messages_text(self, question: str) -> str:
         return self.prompt_template.format(question=question)
 
+    def matches(self, pred: str, item: EvalItem) -> bool:
+        return answers_match(pred, item.data["gold"])
+
     async def score_item(self, item: EvalItem, answer: str, ctx: ScoreContext) -> ItemScore:
         pred = extract_answer(answer, fallback_last_number=True)
         gold = item.data["gold"]
-        ok = pred is not None and answers_match(pred, gold)
+        ok = pred is not None and self.matches(pred, item)
         return ItemScore(item.item_id, item.index, 1.0 if ok else 0.0, extracted=pred,
                          detail={"gold": gold})
 
@@ -68,7 +74,7 @@ class Math500(_FinalAnswerTask):
     """
 
     name = "math500"
-    version = "1"
+    version = "2"  # 2: bases and rounding read from the question (students.tasks.math_answers)
     hub_uri = "hf://HuggingFaceH4/MATH-500:test"
     local_path = "math500/test.jsonl"
     max_tokens = 1024
@@ -86,6 +92,9 @@ class Math500(_FinalAnswerTask):
                 gold = found
             item_id = str(row.get("unique_id") or f"math500-{i}")
             items.append(EvalItem(item_id=item_id, index=i, prompt=self.messages_text(question),
-                                  data={"gold": gold,
+                                  data={"gold": gold, "question": question,
                                         "reference": row.get("solution") or row["answer"]}))
         return items
+
+    def matches(self, pred: str, item: EvalItem) -> bool:
+        return math500_answers_match(pred, item.data["gold"], item.data.get("question", ""))
