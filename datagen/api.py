@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from datagen.bench import BenchResult, Reporter, abench
 from datagen.evaluation import EvalResult, TaskResult, aevaluate, resolve_model
 from datagen.run_files import EXPORT_FORMATS, export_run, pair_rows
 from datagen.runs import (
@@ -37,14 +38,36 @@ from datagen_core.records import GeneratorSpec
 from generators.specs import load_spec
 
 if TYPE_CHECKING:
+    from datagen.suite import Suite
     from generators.curation import CurationConfig
     from students.tasks.base import Task
 
 __all__ = [
-    "DEFAULT_SOURCE", "EXPORT_FORMATS", "EvalResult", "RunPlan", "RunResult", "TaskResult",
-    "aevaluate", "agenerate", "evaluate", "export_run", "generate", "list_runs", "list_students",
-    "load_responses", "load_spec", "pair_rows", "plan_run", "resolve_model", "show_run",
-    "show_student", "train", "train_many",
+    "DEFAULT_SOURCE",
+    "EXPORT_FORMATS",
+    "BenchResult",
+    "EvalResult",
+    "RunPlan",
+    "RunResult",
+    "TaskResult",
+    "abench",
+    "aevaluate",
+    "agenerate",
+    "bench",
+    "evaluate",
+    "export_run",
+    "generate",
+    "list_runs",
+    "list_students",
+    "load_responses",
+    "load_spec",
+    "pair_rows",
+    "plan_run",
+    "resolve_model",
+    "show_run",
+    "show_student",
+    "train",
+    "train_many",
 ]
 
 
@@ -88,3 +111,11 @@ def evaluate(
         model_spec, tasks, workspace, limit, judge, student_id=student_id, progress=progress,
         backend=backend, backends=backends,
     ))
+
+
+def bench(suite: Suite, *, workspace: str | Path | None = None, ray_address: str | None = None,
+          backends: dict[str, Any] | None = None, progress: bool | None = None,
+          reporter: Reporter | None = None) -> BenchResult:
+    """:func:`datagen.bench.abench`, synchronously."""
+    return asyncio.run(abench(suite, workspace=workspace, ray_address=ray_address,
+                              backends=backends, progress=progress, reporter=reporter))

@@ -6,7 +6,8 @@ the reference), then for each generator x method x domain cell::
     generate -> (curate) -> intrinsic metrics -> train a student -> evaluate it -> PGR
 
 and at the end the leaderboard and the HTML report. Every step is the ordinary, keyed API call
-(:func:`datagen.api.agenerate`, :func:`datagen.training.train`, :func:`datagen.evaluation.evaluate`,
+(:func:`datagen.runs.agenerate`, :func:`datagen.training.train`,
+:func:`datagen.evaluation.aevaluate`,
 :func:`metrics.api.compute_pgr`), so a killed bench resumes where it stopped: a finished run,
 student or evaluation is found by its id and reused, a half-finished run resumes from its
 response log. A finished suite re-runs in seconds.
@@ -14,7 +15,7 @@ response log. A finished suite re-runs in seconds.
 A step that fails ends its cell (the later steps need its output) and is reported; the other
 cells go on, and the leaderboard ranks the cells that finished::
 
-    from datagen.bench import bench
+    from datagen.api import bench
     from datagen.suite import load_suite
     result = bench(load_suite("configs/bench/quickstart.yaml"))
     result.overall[0]["generator"], result.report_path
@@ -22,6 +23,7 @@ cells go on, and the leaderboard ranks the cells that finished::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -185,24 +187,24 @@ class _Runner:
         self._ray_started = True
 
     # -- baselines -------------------------------------------------------------------------
-    def baselines(self, domain: str) -> tuple[list[str], list[str]]:
+    async def baselines(self, domain: str) -> tuple[list[str], list[str]]:
         """Per-task eval ids of the domain's base and reference (raises _StepFailed)."""
         cell = f"baselines · {domain}"
         ref = self.suite.reference_for(domain)
         ref_model: str
         if ref.kind == "gold":
             with self.step(cell, "train reference") as rec:
-                student = self.train_student(self.gold_data(domain), rec)
+                student = await self.train_student(self.gold_data(domain), rec)
                 ref_model = student
         else:
             assert ref.model is not None
             ref_model = ref.model
         with self.step(cell, "evaluate base") as rec:
-            base_ids = self.evaluate(self.baseline_model(self.suite.base_for(domain)), domain,
-                                     rec, student_id=None)
+            base_ids = await self.evaluate(self.baseline_model(self.suite.base_for(domain)),
+                                           domain, rec, student_id=None)
         with self.step(cell, "evaluate reference") as rec:
-            ref_ids = self.evaluate(ref_model, domain, rec,
-                                    student_id=ref_model if ref.kind == "gold" else None)
+            ref_ids = await self.evaluate(ref_model, domain, rec,
+                                          student_id=ref_model if ref.kind == "gold" else None)
         return base_ids, ref_ids
 
     def baseline_model(self, b: Baseline) -> Any:
@@ -244,9 +246,9 @@ class _Runner:
         return out
 
     # -- the steps -------------------------------------------------------------------------
-    def generate(self, g: SuiteGenerator, m: SuiteMethod, domain: str,
+    async def generate(self, g: SuiteGenerator, m: SuiteMethod, domain: str,
                        rec: StepRecord) -> str:
-        from datagen.api import generate, plan_run
+        from datagen.runs import agenerate, plan_run
         from metrics.store import Store
 
         spec = generator_spec(g)
@@ -264,7 +266,7 @@ class _Runner:
                 raise DatagenError(f"run {plan.run_id} kept no valid instance to train on: see "
                                    f"`datagen -w {self.ws.root} runs show {plan.run_id}`")
             return plan.run_id
-        result = generate(
+        result = await agenerate(
             spec, self.suite.seeds_for(domain), workspace=self.ws.root, progress=self.progress,
             backend=self.backends.get(g.name), backends=self.backends, **kw)
         rec.detail = (f"run {result.run_id}: {len(result.valid)}/{len(result.instances)} valid, "
@@ -279,21 +281,21 @@ class _Runner:
                 f"-w {self.ws.root} runs show {result.run_id}`")
         return result.run_id
 
-    def intrinsic(self, run_id: str, rec: StepRecord) -> None:
+    async def intrinsic(self, run_id: str, rec: StepRecord) -> None:
         from metrics.api import compute_metrics
 
         if not self.suite.intrinsic:
             rec.status, rec.detail = "reused", "no intrinsic metrics asked for"
             return
-        results = compute_metrics(
-            run_id, self.suite.intrinsic, judge=self.suite.judge,
+        results = await asyncio.to_thread(  # metrics run their own loop (the judge's engine)
+            compute_metrics, run_id, self.suite.intrinsic, judge=self.suite.judge,
             configs=self.suite.intrinsic_config, backends=self.backends,
             progress=self.progress, workspace=self.ws.root)
         if not any(r.computed for r in results):
             rec.status = "reused"
         rec.detail = ", ".join(r.metric for r in results)
 
-    def train_student(self, data: str | Path, rec: StepRecord) -> str:
+    async def train_student(self, data: str | Path, rec: StepRecord) -> str:
         from datagen.training import train
         from students.train import read_manifest, resolve_data, student_id
 
@@ -304,22 +306,23 @@ class _Runner:
             rec.status, rec.detail = "reused", f"student {sid}"
         else:
             self.ray()
-            out = train(data, self.recipe, self.ws.root, self.ray_address,
-                        use_ray=self.suite.resources.use_ray,
-                        timeout_s=self.suite.resources.train_timeout_s)
+            out = await asyncio.to_thread(  # training blocks (Ray, or torch in this process)
+                train, data, self.recipe, self.ws.root, self.ray_address,
+                use_ray=self.suite.resources.use_ray,
+                timeout_s=self.suite.resources.train_timeout_s)
             loss = f", final loss {out.final_loss:.3f}" if out.final_loss is not None else ""
             rec.detail = f"student {sid}{loss}"
         return sid
 
-    def evaluate(self, model: Any, domain: str, rec: StepRecord,
-                 student_id: str | None) -> list[str]:
-        from datagen.api import evaluate
+    async def evaluate(self, model: Any, domain: str, rec: StepRecord,
+                       student_id: str | None) -> list[str]:
+        from datagen.evaluation import aevaluate
         from students.tasks.base import get_task
 
         dom = self.suite.domains[domain]
         tasks = [get_task(t.name, **t.args) for t in dom.tasks]
         label = model if isinstance(model, str) else model.label
-        res = evaluate(model, tasks, self.ws.root, dom.eval_limit, self.suite.judge,
+        res = await aevaluate(model, tasks, self.ws.root, dom.eval_limit, self.suite.judge,
                        student_id=student_id, progress=self.progress,
                        backend=self.backends.get(label), backends=self.backends)
         incomplete = [t.task for t in res.tasks if not t.complete]
@@ -332,7 +335,7 @@ class _Runner:
         return [t.eval_id for t in res.tasks]
 
     # -- the whole bench -------------------------------------------------------------------
-    def run(self) -> BenchResult:
+    async def run(self) -> BenchResult:
         s = self.suite
         cells = [CellResult(generator=g.name, method=m.name, domain=d) for g, m, d in s.cells()]
         result = BenchResult(suite=s.name, workspace=self.ws.root, cells=cells, steps=self.steps)
@@ -340,7 +343,7 @@ class _Runner:
         try:
             for d in s.domains:
                 try:
-                    baselines[d] = self.baselines(d)
+                    baselines[d] = await self.baselines(d)
                 except _StepFailed as e:
                     result.baseline_errors[d] = str(e)
                     done = {r.step for r in self.steps if r.cell == f"baselines · {d}"}
@@ -349,14 +352,15 @@ class _Runner:
                               and (x != "train reference" or s.reference_for(d).kind == "gold")],
                               "an earlier baseline step failed")
             for (g, m, d), cell in zip(s.cells(), cells):
-                self.run_cell(g, m, d, cell, baselines.get(d), result.baseline_errors.get(d))
+                await self.run_cell(g, m, d, cell, baselines.get(d),
+                                    result.baseline_errors.get(d))
         finally:
             self._ray.close()
         with contextlib.suppress(_StepFailed), self.step("suite", "leaderboard and report") as rec:
             self.finish(result, rec)
         return result
 
-    def run_cell(self, g: SuiteGenerator, m: SuiteMethod, d: str, cell: CellResult,
+    async def run_cell(self, g: SuiteGenerator, m: SuiteMethod, d: str, cell: CellResult,
                        baseline: tuple[list[str], list[str]] | None,
                        baseline_error: str | None) -> None:
         from metrics.api import compute_pgr
@@ -366,16 +370,16 @@ class _Runner:
         current = order[0]
         try:
             with self.step(label, current) as rec:
-                cell.run_id = self.generate(g, m, d, rec)
+                cell.run_id = await self.generate(g, m, d, rec)
             current = order[1]
             with self.step(label, current) as rec:
-                self.intrinsic(cell.run_id, rec)
+                await self.intrinsic(cell.run_id, rec)
             current = order[2]
             with self.step(label, current) as rec:
-                cell.student_id = self.train_student(cell.run_id, rec)
+                cell.student_id = await self.train_student(cell.run_id, rec)
             current = order[3]
             with self.step(label, current) as rec:
-                cell.eval_ids = self.evaluate(cell.student_id, d, rec, cell.student_id)
+                cell.eval_ids = await self.evaluate(cell.student_id, d, rec, cell.student_id)
             current = order[4]
             with self.step(label, current) as rec:
                 if baseline is None:
@@ -406,15 +410,16 @@ class _Runner:
         rec.detail = str(result.report_path)
 
 
-def bench(suite: Suite, *, workspace: str | Path | None = None, ray_address: str | None = None,
-          backends: dict[str, Any] | None = None, progress: bool | None = None,
-          reporter: Reporter | None = None) -> BenchResult:
-    """Run (or resume) ``suite`` in its workspace (see :func:`bench_workspace`).
+async def abench(suite: Suite, *, workspace: str | Path | None = None,
+                 ray_address: str | None = None, backends: dict[str, Any] | None = None,
+                 progress: bool | None = None, reporter: Reporter | None = None) -> BenchResult:
+    """Run (or resume) ``suite`` in its workspace (see :func:`bench_workspace`); synchronously
+    with :func:`datagen.api.bench`.
 
     ``backends`` maps generator names and model specs to ready backends (tests, custom
     clients); ``reporter`` is told of every step as it starts and ends (the CLI prints them).
-    Each step is a synchronous API call with its own event loop; notebooks with a running loop
-    use :func:`abench`.
+    Generation and evaluation run on this event loop; training (Ray, or torch in process) and
+    the intrinsic metrics run in worker threads.
     """
     ws = bench_workspace(suite, workspace).ensure()
     (ws.root / BENCH_DIR).mkdir(exist_ok=True)
@@ -422,11 +427,4 @@ def bench(suite: Suite, *, workspace: str | Path | None = None, ray_address: str
     (ws.root / BENCH_DIR / "suite.json").write_text(redact(suite.model_dump_json(indent=2)))
     runner = _Runner(suite, ws, ray_address=ray_address, backends=backends, progress=progress,
                      reporter=reporter)
-    return runner.run()
-
-
-async def abench(suite: Suite, **kwargs: Any) -> BenchResult:
-    """:func:`bench` in a worker thread, for callers inside an event loop (notebooks)."""
-    import asyncio
-
-    return await asyncio.to_thread(bench, suite, **kwargs)
+    return await runner.run()

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from datagen.bench import StepRecord, bench
+from datagen.api import bench
+from datagen.bench import StepRecord
 from datagen.bench_plan import plan_bench
 from datagen.cli import app
 from datagen.suite import load_suite, parse_suite

@@ -82,7 +82,7 @@ def test_quickstart_bench_ranks_the_generators_and_a_rerun_reuses_every_step(tmp
 
     from typer.testing import CliRunner
 
-    from datagen.bench import bench
+    from datagen.api import bench
     from datagen.cli import app
     from datagen.suite import load_suite
 

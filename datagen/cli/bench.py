@@ -1,6 +1,6 @@
 """``datagen bench SUITE.yaml``: run a benchmark suite, or show its plan with ``--dry-run``.
 
-A thin layer over :func:`datagen.bench.bench` and :func:`datagen.bench_plan.plan_bench`: it
+A thin layer over :func:`datagen.api.bench` and :func:`datagen.bench_plan.plan_bench`: it
 prints one line per step as the bench goes (cell, step, overall count), then the leaderboard.
 """
 
@@ -80,7 +80,8 @@ def bench_command(
     """Compare generator LMs end to end: generate, curate, score, train a student per cell,
     evaluate, PGR, leaderboard and HTML report. Killed? Run it again: finished steps are reused."""
 
-    from datagen.bench import StepRecord, bench, bench_workspace
+    from datagen.api import bench
+    from datagen.bench import StepRecord, bench_workspace
     from datagen.cli.console import err, out, state, styled
     from datagen.cli.metrics import leaderboard_table
     from datagen.suite import load_suite
