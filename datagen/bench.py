@@ -223,7 +223,7 @@ class _Runner:
         """The domain's gold rows as chat SFT data, as many as a cell uses; the file's content
         (so the reference student's id) depends only on the seeds and n."""
         from datagen_core.sources import load_rows
-        from generators.methods.agora import seed_rows
+        from generators.methods.seeded import seed_rows
 
         uri = self.suite.seeds_for(domain)
         n = self.suite.domain_n(domain)

@@ -37,7 +37,7 @@ from datagen_core.records import (
 from datagen_core.secrets import redact
 from datagen_core.sources import load_rows
 from datagen_core.workspace import Workspace, run_lock
-from generators.base import check_spec
+from generators.backends.base import check_spec
 from generators.engine import Engine, EngineStats
 from generators.specs import load_spec
 
@@ -126,7 +126,7 @@ def plan_run(
     m = METHODS.get(method)(**(method_args or {}))
     if m.uses_domain:
         domain = domain or "general"
-        from generators.domains.formats import DOMAINS
+        from generators.domains.base import DOMAINS
 
         DOMAINS.get(domain)  # unknown domain -> one clear line before any work
     elif domain is not None:
@@ -350,7 +350,7 @@ def _curate(m: Any, instances: list[Instance], rows: list[dict[str, Any]],
             cfg = cfg.model_copy(update={"decontaminate": False})
     seeds: list[str] = []
     if m.new_instructions:
-        from generators.methods.agora import seed_rows
+        from generators.methods.seeded import seed_rows
 
         seeds = [s["instruction"] for s in seed_rows(rows, getattr(m.args, "columns", None),
                                                      "seeds", need_response=False)]
@@ -400,7 +400,7 @@ def show_run(run_id: str, workspace: str | Path | None = None) -> dict[str, Any]
 
 def load_responses(run_id: str, workspace: str | Path | None = None) -> list[GenResponse]:
     """Raw responses of a run, as stored in its log (last record per key)."""
-    from generators.log import iter_log
+    from generators.response_log import iter_log
 
     store = Store.open_existing(workspace)
     rid = store.resolve_run(run_id)

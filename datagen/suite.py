@@ -184,8 +184,8 @@ def parse_suite(data: dict[str, Any], where: str = "suite") -> Suite:
 def check_suite(suite: Suite, where: str = "suite") -> None:
     """What pydantic cannot see: names resolve in their registries, names are unique, each
     generator spec and the recipe parse, the baselines can be built."""
-    from generators.base import check_spec
-    from generators.domains.formats import DOMAINS
+    from generators.backends.base import check_spec
+    from generators.domains.base import DOMAINS
     from generators.methods.base import METHODS
     from generators.specs import load_spec
     from metrics.intrinsic import METRICS

@@ -35,9 +35,9 @@ from datagen_core.records import (
     SamplingParams,
     Usage,
 )
-from generators.base import Backend, Reply, create_backend
-from generators.log import ResponseLog, load_answers
+from generators.backends.base import Backend, Reply, create_backend
 from generators.pricing import cost as cost_of
+from generators.response_log import ResponseLog, load_answers
 
 log = logging.getLogger("datagen.engine")
 

@@ -110,7 +110,7 @@ def resolve_model(model: str | GeneratorSpec,
     if text and ":" not in text and "/" not in text and folder.is_dir():
         return student_spec(folder), text
     if ":" not in text:
-        from generators.base import BACKENDS
+        from generators.backends.base import BACKENDS
 
         if text not in BACKENDS.names():
             raise NotFoundError(

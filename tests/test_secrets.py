@@ -93,7 +93,7 @@ def test_keys_datagen_never_read_are_masked_by_shape(tmp_path):
     """An answer that carries someone else's key (an upstream key a proxy echoes, or a key of an
     earlier run stored before redaction existed) is masked in the log and the database alike."""
     from datagen_core.records import GenResponse
-    from generators.log import ResponseLog, load_answers
+    from generators.response_log import ResponseLog, load_answers
     from metrics.store import Store
 
     foreign = "sk-proj-FOREIGNsentinel0123456789"

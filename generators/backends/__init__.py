@@ -1,1 +1,1 @@
-"""Backends, one module each, imported only when a spec names them (generators.base.BACKENDS)."""
+"""Backends, one module each, imported only when a spec names them (``base.BACKENDS``)."""

@@ -28,7 +28,7 @@ from typing import Any
 from datagen_core.errors import MissingDependencyError, MissingKeyError
 from datagen_core.records import ErrorInfo, GenRequest, SamplingParams
 from datagen_core.secrets import redact, secret_from_env
-from generators.base import Backend, ProviderError, Reply, parse_retry_after
+from generators.backends.base import Backend, ProviderError, Reply, parse_retry_after
 
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from datagen_core.records import GeneratorSpec, GenRequest, SamplingParams
-from generators.base import Backend, ProviderError, Reply
+from generators.backends.base import Backend, ProviderError, Reply
 
 Responder = Callable[[GenRequest], "str | dict[str, Any]"]
 

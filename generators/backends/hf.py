@@ -29,7 +29,7 @@ from typing import Any
 from datagen_core.errors import BackendError, ConfigError, MissingDependencyError
 from datagen_core.records import ErrorInfo, GenRequest, SamplingParams
 from datagen_core.workspace import default_cache_dir
-from generators.base import Backend, Reply
+from generators.backends.base import Backend, Reply
 
 log = logging.getLogger("datagen.hf")
 

@@ -23,7 +23,7 @@ import orjson
 from datagen_core.errors import MissingKeyError
 from datagen_core.records import GenRequest, SamplingParams
 from datagen_core.secrets import secret_from_env
-from generators.base import Backend, ProviderError, Reply, parse_retry_after
+from generators.backends.base import Backend, ProviderError, Reply, parse_retry_after
 
 OPENAI_URL = "https://api.openai.com/v1"
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from datagen_core.errors import BackendError, MissingDependencyError
 from datagen_core.records import ErrorInfo, GenRequest, SamplingParams
-from generators.base import Backend, Reply
+from generators.backends.base import Backend, Reply
 
 log = logging.getLogger("datagen.vllm")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from generators.domains.formats import last_integer
+from generators.domains.base import last_integer
 from students.tasks.base import EvalItem, ItemScore, ScoreContext, Task
 
 

@@ -32,7 +32,7 @@ from datagen_core.records import (
 )
 from generators.backends.fake import FakeBackend
 from generators.engine import Engine, request_key
-from generators.log import ResponseLog, dump_line, load_answers
+from generators.response_log import ResponseLog, dump_line, load_answers
 
 
 def _reference_key(spec: GeneratorSpec, request: GenRequest) -> str:

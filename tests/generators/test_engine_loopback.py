@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import orjson
 
-from generators.log import iter_log
+from generators.response_log import iter_log
 
 N = 2000
 

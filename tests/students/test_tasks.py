@@ -261,7 +261,7 @@ def test_arithmetic_train_seeds_and_test_items_share_no_question() -> None:
 
 
 def test_arithmetic_domain_accepts_an_integer_answer_and_rejects_none() -> None:
-    from generators.domains.formats import get_domain
+    from generators.domains.base import get_domain
 
     dom = get_domain("arithmetic")
     assert dom.validate("What is 12 plus 30?", "12 + 30 = 42").ok

@@ -17,7 +17,12 @@ from datagen_core.errors import ConfigError, InputError
 from datagen_core.records import GeneratorSpec
 from generators.attributes import builtin_attributes, resolve_attributes
 from generators.backends.fake import FakeBackend
-from generators.methods.alfa import judge_outcome, margin, parse_variants, parse_verdict
+from generators.methods.attribute_variants import (
+    judge_outcome,
+    margin,
+    parse_variants,
+    parse_verdict,
+)
 
 AGREE = {"ab": "Score A: 5\nScore B: 2\nBetter: A", "ba": "Score A: 2\nScore B: 5\nBetter: B"}
 

@@ -26,7 +26,12 @@ from generators.evaluators import (
     make_evaluators,
     reward,
 )
-from generators.methods.macs import EditItem, iterative_edit, summarize, summarize_instances
+from generators.methods.multi_attribute_edit import (
+    EditItem,
+    iterative_edit,
+    summarize,
+    summarize_instances,
+)
 
 
 def stones(n: int) -> str:

@@ -62,7 +62,7 @@ from generators.evaluators import (
     reward,
     score_all,
 )
-from generators.methods.alfa import response_problem, template
+from generators.methods.attribute_variants import response_problem, template
 from generators.methods.base import Generate, Method, MethodArgs, MethodContext, Produced
 
 PROMPT_DIR = "multi-attribute-edit"
