@@ -26,7 +26,7 @@ class IFEval(Task):
     """google/IFEval (541 prompts on the Hub, 540 in the original release), one turn each."""
 
     name = "ifeval"
-    version = "1"
+    version = "2"  # 2: sentences and capital words counted as NLTK punkt / word_tokenize do
     primary_metric = "prompt_strict"
     hub_uri = "hf://google/IFEval:train"
     local_path = "ifeval/input_data.jsonl"
