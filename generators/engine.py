@@ -25,7 +25,6 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential_jitter
 
 from datagen_core.errors import BackendError
-from datagen_core.fingerprint import canonical, hash_canonical
 from datagen_core.records import (
     ErrorInfo,
     GeneratorSpec,
@@ -36,12 +35,13 @@ from datagen_core.records import (
     Usage,
 )
 from generators.backends.base import Backend, Reply, create_backend
+from generators.keys import RequestKeys
 from generators.pricing import cost as cost_of
+from generators.progress import ProgressBar
 from generators.response_log import ResponseLog, load_answers
 
 log = logging.getLogger("datagen.engine")
 
-KEY_LENGTH = 32
 _RETRYABLE = ("rate_limit", "transient")
 
 
@@ -49,55 +49,6 @@ class ResponseCache(Protocol):
     """Answers stored outside this run (e.g. the workspace database), looked up by key."""
 
     def get_many(self, keys: Sequence[str]) -> dict[str, GenResponse]: ...
-
-
-def effective_sampling(spec: GeneratorSpec, request: GenRequest) -> SamplingParams:
-    return request.sampling or spec.sampling
-
-
-def request_key(spec: GeneratorSpec, request: GenRequest) -> str:
-    """hash(provider, model, server, semantic sampling, messages, response schema, sample #).
-
-    Operational settings (concurrency, rate limits, timeouts, retries) and ``meta`` are not in
-    the key: changing them never re-pays for an answer.
-    """
-    return _Keys(spec)(request)
-
-
-class _Keys:
-    """:func:`request_key` for many requests of one spec: the spec's part is canonicalised once.
-
-    Gives exactly the bytes (and so the keys) of hashing, per request, the payload
-    ``{**spec.semantic(), "sampling": effective sampling, "messages": [(role, content), ...],
-    "schema": ..., "sample": ...}`` with :func:`datagen_core.fingerprint.stable_hash`
-    (the original definition, kept byte-identical: tests pin known keys).
-    """
-
-    def __init__(self, spec: GeneratorSpec) -> None:
-        self._base: dict[str, Any] = canonical(spec.semantic())
-        self._spec_sampling = spec.sampling
-        self._default_sampling = canonical(spec.sampling.model_dump(exclude_none=True))
-
-    def __call__(self, request: GenRequest) -> str:
-        payload = self._base.copy()
-        sampling = request.sampling
-        if sampling is None or sampling is self._spec_sampling:
-            payload["sampling"] = self._default_sampling
-        else:
-            payload["sampling"] = canonical(sampling.model_dump(exclude_none=True))
-        messages = []
-        for m in request.messages:
-            role, content = m.role, m.content
-            if type(role) is str and type(content) is str:
-                messages.append([role, content])
-            else:
-                messages.append(canonical((role, content)))
-        payload["messages"] = messages
-        if request.response_schema is not None:
-            payload["schema"] = canonical(request.response_schema)
-        if request.sample:
-            payload["sample"] = canonical(request.sample)
-        return hash_canonical(payload, KEY_LENGTH)
 
 
 @dataclass
@@ -171,7 +122,7 @@ class Engine:
 
     # -- the run ---------------------------------------------------------------------------
     async def generate(self, requests: Sequence[GenRequest]) -> list[GenResponse]:
-        key_of = _Keys(self.spec)
+        key_of = RequestKeys(self.spec)
         keys = [key_of(r) for r in requests]
         self.stats = stats = EngineStats(total=len(requests))
         answers: dict[str, GenResponse] = {}
@@ -218,7 +169,7 @@ class Engine:
         results: dict[str, GenResponse],
         response_log: ResponseLog | None,
     ) -> None:
-        bar = _Progress(self.description, len(results) + len(todo), len(results), self.progress)
+        bar = ProgressBar(self.description, len(results) + len(todo), len(results), self.progress)
         backend = self.backend
         if backend.batched:
             size = self.spec.limits.batch_size or backend.default_batch_size
@@ -470,83 +421,6 @@ class _AttemptClock:
 
 def _estimate_tokens(request: GenRequest, sampling: SamplingParams) -> int:
     return sum(len(m.content) for m in request.messages) // 4 + sampling.max_tokens
-
-
-class _Progress:
-    """A rich progress bar (rate, ETA, failures, tokens, cost) shown on a terminal only."""
-
-    def __init__(self, description: str, total: int, done: int, enabled: bool | None) -> None:
-        from rich.console import Console
-
-        self._p: Any = None
-        if enabled is False:
-            return
-        console = Console(stderr=True)
-        if enabled is None and not console.is_terminal:
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self._p = Progress(
-            TextColumn("{task.description}", style="bold", markup=False),  # user text
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}/s"),
-            TimeRemainingColumn(),
-            TextColumn("fail {task.fields[failed]} | tok {task.fields[tokens]} | "
-                       "${task.fields[cost]:.4f}"),
-            console=console,
-            transient=False,
-            refresh_per_second=4,
-        )
-        self._task = self._p.add_task(
-            description, total=total, completed=done, failed=0, tokens=0, cost=0.0, rate="-"
-        )
-        self._t0 = self._last = time.perf_counter()
-        self._n = 0  # responses seen
-        self._shown = 0  # responses already passed to the bar
-        self._stats: EngineStats | None = None
-
-    # The bar redraws 4 times a second, so it is told at most 10 times a second: an update
-    # per response costs more than the engine's own bookkeeping at thousands per second.
-    _INTERVAL = 0.1
-
-    def advance(self, stats: EngineStats) -> None:
-        if self._p is None:
-            return
-        self._n += 1
-        self._stats = stats
-        now = time.perf_counter()
-        if now - self._last >= self._INTERVAL:
-            self._update(now)
-
-    def _update(self, now: float) -> None:
-        stats = self._stats
-        if stats is None or self._n == self._shown:
-            return
-        self._last = now
-        elapsed = now - self._t0
-        self._p.update(
-            self._task, advance=self._n - self._shown, failed=stats.failed,
-            tokens=stats.prompt_tokens + stats.completion_tokens, cost=stats.cost_usd,
-            rate=f"{self._n / elapsed:.1f}" if elapsed > 0 else "-",
-        )
-        self._shown = self._n
-
-    def __enter__(self) -> _Progress:
-        if self._p is not None:
-            self._p.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._p is not None:
-            self._update(time.perf_counter())
-            self._p.stop()
 
 
 async def generate(

@@ -128,7 +128,8 @@ SKIP: dict[str, str] = {
     "datagen generate -g openai:gpt-4o-mini -m instance-generation -d math -n 1000 -a k=3 -a "
     "accepted_share=0.3": ECHO_IS_NOT_DATA + "tests/generators/test_methods.py",
     "datagen generate -g openai:gpt-4o -m attribute-variants -a "
-    "judge=anthropic:claude-3-5-sonnet-latest": ECHO_IS_NOT_DATA + "tests/generators/test_attribute_variants.py",
+    "judge=anthropic:claude-3-5-sonnet-latest":
+        ECHO_IS_NOT_DATA + "tests/generators/test_attribute_variants.py",
     "datagen train RUN --recipe tiny-llama":
         "trains a student as a Ray task (minutes); training is covered by "
         "tests/students/test_training.py and the slow end-to-end tests",

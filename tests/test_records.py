@@ -7,7 +7,7 @@ import pytest
 from datagen_core.errors import ConfigError
 from datagen_core.fingerprint import fingerprint, stable_hash
 from datagen_core.records import GeneratorSpec, GenRequest, Message, SamplingParams
-from generators.engine import request_key
+from generators.keys import request_key
 
 
 def req(text: str = "hi", **kw) -> GenRequest:

@@ -11,7 +11,8 @@ import pytest
 from datagen_core.errors import BackendError
 from datagen_core.records import GeneratorSpec, GenRequest, GenResponse, Message
 from generators.backends.fake import FakeBackend
-from generators.engine import Engine, request_key
+from generators.engine import Engine
+from generators.keys import request_key
 from generators.response_log import load_answers
 
 FAST = {"backoff_s": 0.001, "backoff_max_s": 0.01, "concurrency": 4}

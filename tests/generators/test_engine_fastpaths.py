@@ -31,7 +31,8 @@ from datagen_core.records import (
     Usage,
 )
 from generators.backends.fake import FakeBackend
-from generators.engine import Engine, request_key
+from generators.engine import Engine
+from generators.keys import request_key
 from generators.response_log import ResponseLog, dump_line, load_answers
 
 
