@@ -108,13 +108,13 @@ def test_seed_duplicates_exact_and_near_are_caught():
 def test_signatures_equal_datasketch_minhash_over_the_same_shingle_hashes():
     from datasketch import MinHash
 
-    from generators.curation import _encode, _fmix64, _ngrams, _text_hash
+    from generators.curation.text import encode_tokens, fmix64, ngram_hashes, text_hash
 
     toks = [tokenize(LONG), tokenize("two words"), []]
     sig = minhash_signatures(toks, num_perm=64)
-    h, rows, _ = _ngrams(*_encode(toks), 5)
+    h, rows, _ = ngram_hashes(*encode_tokens(toks), 5)
     inputs = [[int(v >> np.uint64(32)) for v in h[rows == 0]],
-              [int(_fmix64(np.array([_text_hash(toks[1])], np.uint64))[0] >> np.uint64(32))]]
+              [int(fmix64(np.array([text_hash(toks[1])], np.uint64))[0] >> np.uint64(32))]]
     for row, values in enumerate(inputs):
         m = MinHash(num_perm=64, hashfunc=lambda x: x)
         m.update_batch(values)
