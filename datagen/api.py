@@ -1,5 +1,7 @@
 """The Python API: everything the ``datagen`` command does, as functions (the CLI is a thin layer
-over them), and the one place where the async core gets a synchronous edge.
+over them), and the one place where the async core gets a synchronous edge. Runs, students and
+evaluations come from the ``datagen`` modules; metrics, PGR, leaderboards and reports from
+:mod:`metrics.facade`.
 
 ::
 
@@ -36,6 +38,15 @@ from datagen.runs import (
 from datagen.training import list_students, show_student, train, train_many
 from datagen_core.records import GeneratorSpec
 from generators.specs import load_spec
+from metrics.facade import (
+    analyze,
+    compare,
+    compute_metrics,
+    compute_pgr,
+    intrinsic_values,
+    leaderboard,
+    write_report,
+)
 
 if TYPE_CHECKING:
     from datagen.suite import Suite
@@ -53,10 +64,16 @@ __all__ = [
     "abench",
     "aevaluate",
     "agenerate",
+    "analyze",
     "bench",
+    "compare",
+    "compute_metrics",
+    "compute_pgr",
     "evaluate",
     "export_run",
     "generate",
+    "intrinsic_values",
+    "leaderboard",
     "list_runs",
     "list_students",
     "load_responses",
@@ -68,6 +85,7 @@ __all__ = [
     "show_student",
     "train",
     "train_many",
+    "write_report",
 ]
 
 

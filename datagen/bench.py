@@ -8,7 +8,7 @@ the reference), then for each generator x method x domain cell::
 and at the end the leaderboard and the HTML report. Every step is the ordinary, keyed API call
 (:func:`datagen.runs.agenerate`, :func:`datagen.training.train`,
 :func:`datagen.evaluation.aevaluate`,
-:func:`metrics.api.compute_pgr`), so a killed bench resumes where it stopped: a finished run,
+:func:`metrics.facade.compute_pgr`), so a killed bench resumes where it stopped: a finished run,
 student or evaluation is found by its id and reused, a half-finished run resumes from its
 response log. A finished suite re-runs in seconds.
 
@@ -282,7 +282,7 @@ class _Runner:
         return result.run_id
 
     async def intrinsic(self, run_id: str, rec: StepRecord) -> None:
-        from metrics.api import compute_metrics
+        from metrics.facade import compute_metrics
 
         if not self.suite.intrinsic:
             rec.status, rec.detail = "reused", "no intrinsic metrics asked for"
@@ -363,7 +363,7 @@ class _Runner:
     async def run_cell(self, g: SuiteGenerator, m: SuiteMethod, d: str, cell: CellResult,
                        baseline: tuple[list[str], list[str]] | None,
                        baseline_error: str | None) -> None:
-        from metrics.api import compute_pgr
+        from metrics.facade import compute_pgr
 
         label = cell.label
         order = ["generate", "intrinsic metrics", "train student", "evaluate student", "PGR"]

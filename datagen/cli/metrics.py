@@ -1,5 +1,5 @@
 """The benchmarking commands: ``datagen metrics``, ``datagen pgr``, ``datagen rank``,
-``datagen report``. Thin layers over :mod:`metrics.api`; wired into the app in
+``datagen report``. Thin layers over :mod:`datagen.api`; wired into the app in
 :mod:`datagen.cli`. Imports stay light: the metrics modules load when a command runs.
 """
 
@@ -42,8 +42,8 @@ def metrics_command(
     force: Annotated[bool, typer.Option(help="Recompute even if stored.")] = False,
 ) -> None:
     """Compute intrinsic metrics of a run's data and store them (stored ones are reused)."""
+    from datagen import api
     from generators.specs import load_spec
-    from metrics import api
 
     st = state
     families = (["stats"] if stats else []) + (["diversity"] if diversity else [])
@@ -89,7 +89,7 @@ def pgr_command(
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
 ) -> None:
     """PGR of a run's student per task and for its domain, with 95% bootstrap CIs."""
-    from metrics import api
+    from datagen import api
 
     res = api.compute_pgr(run_id, base=base, reference=reference, students=student,
                           n_boot=n_boot, seed=seed, workspace=state.workspace)
@@ -112,7 +112,7 @@ def rank_command(
     domain: Annotated[str | None, typer.Option("--domain", "-d")] = None,
 ) -> None:
     """Rank generators by PGR, with CIs, intrinsic metrics, cost and PGR per dollar."""
-    from metrics import api
+    from datagen import api
 
     rows = api.leaderboard(by, method, domain, workspace=state.workspace)
     if not rows:
@@ -171,7 +171,7 @@ def report_command(
 ) -> None:
     """Write a self-contained HTML report (works offline): PGR with CIs, intrinsic metrics,
     cost vs PGR, and what predicts PGR."""
-    from metrics import api
+    from datagen import api
 
     path = api.write_report(output, title, workspace=state.workspace)
     err.print(f"wrote {path}")

@@ -12,7 +12,7 @@ from datagen_core.errors import ConfigError
 from datagen_core.records import GeneratorSpec
 from datagen_core.workspace import Workspace
 from generators.backends.fake import FakeBackend
-from metrics import api
+from metrics import facade as api
 from metrics.diversity import (
     distinct_n,
     mean_pairwise_cosine_distance,

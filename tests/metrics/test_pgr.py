@@ -8,7 +8,7 @@ import pytest
 
 from datagen_core.errors import DatagenError
 from datagen_core.workspace import Workspace
-from metrics import api
+from metrics import facade as api
 from metrics.analysis import TooFewRunsError, analyze
 from metrics.leaderboard import cells, overall
 from metrics.pgr import DegeneratePGRError, bootstrap_seed, compare, compute_pgr

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from datagen.cli import app
 from datagen_core.errors import DatagenError
 from datagen_core.workspace import Workspace
-from metrics import api
+from metrics import facade as api
 from metrics.store import Store
 from tests.metrics.planting import BENCH_GENERATORS, plant_benchmark, plant_run
 

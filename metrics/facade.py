@@ -3,7 +3,7 @@
 Each function takes an optional ``workspace`` (default: ``$DATAGEN_WORKSPACE`` or
 ``./datagen-workspace``) and is what the matching ``datagen`` command calls::
 
-    from metrics import api
+    from datagen import api   # the same functions, re-exported by the facade
     api.compute_metrics(run_id, ["stats", "diversity"])
     api.compute_metrics(run_id, ["judge"], judge="openai:gpt-4o-mini")
     api.compute_pgr(run_id, students=["ev-student"], base="ev-base", reference="ev-ref")
