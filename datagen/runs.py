@@ -38,7 +38,8 @@ from datagen_core.secrets import redact
 from datagen_core.sources import load_rows
 from datagen_core.workspace import Workspace, run_lock
 from generators.backends.base import check_spec
-from generators.engine import Engine, EngineStats
+from generators.engine import Engine
+from generators.progress import EngineStats
 from generators.specs import load_spec
 
 if TYPE_CHECKING:

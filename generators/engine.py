@@ -16,7 +16,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -37,7 +36,7 @@ from datagen_core.records import (
 from generators.backends.base import Backend, Reply, create_backend
 from generators.keys import RequestKeys
 from generators.pricing import cost as cost_of
-from generators.progress import ProgressBar
+from generators.progress import EngineStats, ProgressBar
 from generators.response_log import ResponseLog, load_answers
 
 log = logging.getLogger("datagen.engine")
@@ -49,20 +48,6 @@ class ResponseCache(Protocol):
     """Answers stored outside this run (e.g. the workspace database), looked up by key."""
 
     def get_many(self, keys: Sequence[str]) -> dict[str, GenResponse]: ...
-
-
-@dataclass
-class EngineStats:
-    total: int = 0
-    reused: int = 0
-    sent: int = 0
-    ok: int = 0
-    failed: int = 0
-    attempts: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    errors: dict[str, int] = field(default_factory=dict)
 
 
 T = TypeVar("T")

@@ -1,12 +1,25 @@
-"""The engine's progress bar: rate, ETA, failures, tokens and cost, on a terminal only."""
+"""What an engine has done so far (:class:`EngineStats`), and its progress bar: rate, ETA,
+failures, tokens and cost, on a terminal only."""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
-if TYPE_CHECKING:
-    from generators.engine import EngineStats
+
+@dataclass
+class EngineStats:
+    total: int = 0
+    reused: int = 0
+    sent: int = 0
+    ok: int = 0
+    failed: int = 0
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
 
 
 class ProgressBar:

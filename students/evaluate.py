@@ -37,7 +37,8 @@ from datagen_core.errors import NotFoundError
 from datagen_core.fingerprint import fingerprint
 from datagen_core.records import GeneratorSpec, GenRequest, GenResponse
 from datagen_core.workspace import Workspace
-from generators.engine import Engine, EngineStats
+from generators.engine import Engine
+from generators.progress import EngineStats
 from students.tasks.base import ItemScore, ScoreContext, Task
 
 log = logging.getLogger("datagen.eval")
