@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datagen.bench import BenchResult, Reporter, abench
+from datagen.bench_plan import BenchPlan, aplan_bench
 from datagen.evaluation import EvalResult, TaskResult, aevaluate, resolve_model
 from datagen.run_files import EXPORT_FORMATS, export_run, pair_rows
 from datagen.runs import (
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_SOURCE",
     "EXPORT_FORMATS",
+    "BenchPlan",
     "BenchResult",
     "EvalResult",
     "RunPlan",
@@ -65,6 +67,7 @@ __all__ = [
     "aevaluate",
     "agenerate",
     "analyze",
+    "aplan_bench",
     "bench",
     "compare",
     "compute_metrics",
@@ -79,6 +82,7 @@ __all__ = [
     "load_responses",
     "load_spec",
     "pair_rows",
+    "plan_bench",
     "plan_run",
     "resolve_model",
     "show_run",
@@ -137,3 +141,8 @@ def bench(suite: Suite, *, workspace: str | Path | None = None, ray_address: str
     """:func:`datagen.bench.abench`, synchronously."""
     return asyncio.run(abench(suite, workspace=workspace, ray_address=ray_address,
                               backends=backends, progress=progress, reporter=reporter))
+
+
+def plan_bench(suite: Suite, workspace: str | Path | None = None) -> BenchPlan:
+    """:func:`datagen.bench_plan.aplan_bench`, synchronously: what a bench would do, no call."""
+    return asyncio.run(aplan_bench(suite, workspace))

@@ -11,7 +11,6 @@ completion tokens are bounded by ``max_tokens``, so the cost is an upper bound a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import Iterator
@@ -123,9 +122,9 @@ def _seed_sources(suite: Suite) -> dict[str, tuple[str, str | None]]:
     return out
 
 
-def plan_cell(suite: Suite, g: Any, m: Any, domain: str,
-              seeds: tuple[str, str | None] | None = None) -> CellPlan:
-    from datagen.api import plan_run
+async def plan_cell(suite: Suite, g: Any, m: Any, domain: str,
+                    seeds: tuple[str, str | None] | None = None) -> CellPlan:
+    from datagen.runs import plan_run
     from generators.pricing import cost, price_for
 
     spec = generator_spec(g)
@@ -135,7 +134,7 @@ def plan_cell(suite: Suite, g: Any, m: Any, domain: str,
     uri, note = seeds or (suite.seeds_for(domain), None)
     plan = plan_run(spec, uri, **kw)
     run_id: str | None = plan.run_id if note is None else None
-    requests, exact = asyncio.run(plan.requests())
+    requests, exact = await plan.requests()
     count = len(requests)
     prompt = sum(_tokens(r.messages) for r in requests)
     if note is not None and requests and plan.method.n_means == "rows" and count < n:
@@ -161,22 +160,23 @@ def plan_cell(suite: Suite, g: Any, m: Any, domain: str,
                     note=note)
 
 
-def plan_bench(suite: Suite, workspace: str | Path | None = None) -> BenchPlan:
+async def aplan_bench(suite: Suite, workspace: str | Path | None = None) -> BenchPlan:
     """The plan of ``suite``: per cell the requests, tokens and cost bound; the students to
-    train; the evaluations to run. Reads seed and task files; calls no model."""
+    train; the evaluations to run. Reads seed and task files; calls no model. Synchronously:
+    :func:`datagen.api.plan_bench`."""
     from datagen.bench import bench_workspace
 
     ws = bench_workspace(suite, workspace)
     with _hub_offline():
-        return _plan(suite, ws.root)
+        return await _plan(suite, ws.root)
 
 
-def _plan(suite: Suite, root: Path) -> BenchPlan:
+async def _plan(suite: Suite, root: Path) -> BenchPlan:
     from students.recipes import load_recipe
     from students.tasks.base import get_task
 
     seeds = _seed_sources(suite)
-    cells = [plan_cell(suite, g, m, d, seeds[d]) for g, m, d in suite.cells()]
+    cells = [await plan_cell(suite, g, m, d, seeds[d]) for g, m, d in suite.cells()]
     recipe = load_recipe(suite.student.recipe, **suite.student.overrides)
     students = [(f"{c.generator} · {c.method} · {c.domain}", recipe.label) for c in cells]
     evaluations: list[EvalPlan] = []

@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from datagen.api import bench
+from datagen.api import bench, plan_bench
 from datagen.bench import StepRecord
-from datagen.bench_plan import plan_bench
 from datagen.cli import app
 from datagen.suite import load_suite, parse_suite
 from datagen_core.errors import ConfigError

@@ -1,6 +1,6 @@
 """``datagen bench SUITE.yaml``: run a benchmark suite, or show its plan with ``--dry-run``.
 
-A thin layer over :func:`datagen.api.bench` and :func:`datagen.bench_plan.plan_bench`: it
+A thin layer over :func:`datagen.api.bench` and :func:`datagen.api.plan_bench`: it
 prints one line per step as the bench goes (cell, step, overall count), then the leaderboard.
 """
 
@@ -88,7 +88,7 @@ def bench_command(
 
     suite = load_suite(suite_file)
     if dry_run:
-        from datagen.bench_plan import plan_bench
+        from datagen.api import plan_bench
 
         _print_plan(plan_bench(suite, state.workspace))
         return
