@@ -36,7 +36,7 @@ from datagen_core.records import (
 )
 from datagen_core.secrets import redact
 from datagen_core.sources import load_rows
-from datagen_core.workspace import Workspace, run_lock
+from datagen_core.workspace import Workspace, run_is_live, run_lock
 from generators.backends.base import check_spec
 from generators.engine import Engine
 from generators.progress import EngineStats
@@ -390,13 +390,23 @@ def _created_at(manifest_path: Path) -> float:
 # -- inspecting runs -----------------------------------------------------------------------------
 def list_runs(workspace: str | Path | None = None) -> list[dict[str, Any]]:
     """Runs in the workspace, newest first."""
-    return Store(Workspace.resolve(workspace).db_path).list_runs()
+    ws = Workspace.resolve(workspace)
+    return [_true_status(ws, r) for r in Store(ws.db_path).list_runs()]
 
 
 def show_run(run_id: str, workspace: str | Path | None = None) -> dict[str, Any]:
     """One run's counts, tokens, cost, latency, failures by type and rejections by reason."""
     store = Store.open_existing(workspace)
-    return store.run_summary(store.resolve_run(run_id))
+    return _true_status(Workspace.resolve(workspace),
+                        store.run_summary(store.resolve_run(run_id)))
+
+
+def _true_status(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
+    """A run stored as running whose process is gone (killed before it could say so) is
+    shown as interrupted: the same command resumes it."""
+    if row.get("status") == "running" and not run_is_live(ws.run_dir(row["run_id"])):
+        row = {**row, "status": "interrupted"}
+    return row
 
 
 def load_responses(run_id: str, workspace: str | Path | None = None) -> list[GenResponse]:

@@ -55,6 +55,25 @@ class Workspace:
         return self
 
 
+def run_is_live(run_dir: Path) -> bool:
+    """Whether a process holds the run now. The kernel drops a dead process's lock, so a run
+    whose process was killed (``kill -9``, a crash, a power cut) is not live."""
+    import fcntl
+
+    lock = run_dir / ".run.lock"
+    if not lock.exists():
+        return False
+    try:
+        with open(lock, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold a run's folder for this process (an advisory ``flock`` released on exit, even by

@@ -248,3 +248,23 @@ def test_ctrl_c_says_how_to_resume_and_marks_the_run_interrupted(loopback, promp
     assert "interrupted: answers received so far are saved; run the same command again" in err
     [(status, _)] = statuses(ws).values()
     assert status == "interrupted"
+
+
+def test_a_killed_run_is_shown_interrupted_not_running(loopback, prompts, cli_env):
+    env = {**cli_env, "OPENAI_API_KEY": "sk-test"}
+    srv = loopback("--latency", "5")
+    args = ["generate", "-g", f"openai:m@{srv.url}", "-i", str(prompts)]
+    proc = subprocess.Popen([sys.executable, "-m", "datagen.cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and srv.stats()["total"] == 0:
+            time.sleep(0.1)
+        live = datagen("runs", env=env)
+        assert " running " in live.stdout, live.stdout
+        proc.kill()  # kill -9: the run cannot record anything
+        proc.wait(timeout=30)
+        dead = datagen("runs", env=env)
+        assert " interrupted " in dead.stdout and " running " not in dead.stdout, dead.stdout
+    finally:
+        proc.kill()
