@@ -154,7 +154,7 @@ def _read_csv(path: Path, limit: int | None) -> list[dict[str, Any]]:
         except csv.Error as e:
             raise InputError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
     if ragged:
-        logging.getLogger("datagen_core.sources").warning(
+        logging.getLogger("datagen.sources").warning(
             "%s: %d row(s) do not have the header's %d fields (first at line %d): extra fields "
             "are dropped, missing ones are empty", path, len(ragged),
             len(reader.fieldnames or []), ragged[0])

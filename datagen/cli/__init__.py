@@ -26,6 +26,8 @@ from datagen.cli.students import students_app, train_command
 from datagen_core.errors import DatagenError
 from datagen_core.secrets import install_log_filter, redact
 
+INTERRUPTED = "interrupted: answers received so far are saved; run the same command again to resume"
+
 
 class _Group(TyperGroup):
     """Ctrl-C anywhere: say what was kept and how to resume (typer would exit 130 silently)."""
@@ -34,8 +36,7 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
-            err.print("interrupted: answers received so far are saved; run the same command "
-                      "again to resume")
+            err.print(INTERRUPTED)
             raise typer.Exit(130) from None
 
 
@@ -47,6 +48,7 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,  # help text is plain: `hf://org/name[/config]` is not a closing tag
 )
+
 
 @app.callback()
 def _main(
@@ -65,8 +67,6 @@ def _main(
     install_log_filter()
 
 
-
-
 # The workflow, in the order a user meets it: data, students, scores, ranking.
 app.command()(generate)
 app.add_typer(runs_app, name="runs")
@@ -80,7 +80,6 @@ app.command("pgr")(pgr_command)
 app.command("rank")(rank_command)
 app.command("report")(report_command)
 app.command("bench")(bench_command)
-
 
 
 def main() -> None:
@@ -99,8 +98,7 @@ def main() -> None:
         err.print(styled(("error:", "red"), f" {redact(e.strerror or str(e))}{where}"))
         sys.exit(1)
     except KeyboardInterrupt:
-        err.print("interrupted: answers received so far are saved; run the same command again "
-                  "to resume")
+        err.print(INTERRUPTED)
         sys.exit(130)
     except Exception as e:
         if state.debug:
