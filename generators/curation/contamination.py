@@ -34,7 +34,9 @@ from generators.curation.text import (
 # -- evaluation sets ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EvalSource:
-    """A built-in eval set: its file under the eval folder, and where the HF Hub keeps it."""
+    """A built-in eval set: its file under the eval folder, and where the HF Hub keeps it.
+    ``ids`` (a field and the ids kept) cuts a file that holds several splits to the items the
+    task scores: decontaminating against a train split would throw away the seeds themselves."""
 
     path: str
     field: str
@@ -42,6 +44,7 @@ class EvalSource:
     hub_config: str | None
     hub_split: str
     hub_field: str
+    ids: tuple[str, range] | None = None
 
 
 BUILTIN_EVALS: dict[str, EvalSource] = {
@@ -49,9 +52,10 @@ BUILTIN_EVALS: dict[str, EvalSource] = {
                         "question"),
     "math500": EvalSource("math500/test.jsonl", "question", "HuggingFaceH4/MATH-500", None,
                           "test", "problem"),
-    # every MBPP split: the local file holds all 974 tasks, and any of them may be evaluated on
+    # the items the mbpp task scores: the test split, task ids 11-510 (the local file holds all
+    # 974 tasks; the train split seeds code cells and must not count as contamination)
     "mbpp": EvalSource("mbpp/mbpp.jsonl", "text", "google-research-datasets/mbpp", "full",
-                       "train+validation+test+prompt", "text"),
+                       "test", "text", ids=("task_id", range(11, 511))),
     "humaneval": EvalSource("humaneval/HumanEval.jsonl.gz", "prompt", "openai/openai_humaneval",
                             None, "test", "prompt"),
     "ifeval": EvalSource("ifeval/input_data.jsonl", "prompt", "google/IFEval", None, "train",
@@ -68,7 +72,7 @@ def load_eval_texts(name_or_path: str, *, root: str | os.PathLike[str] | None = 
     if src is not None:
         base = root or os.environ.get("DATAGEN_EVAL_DIR")
         if base:
-            return _read_jsonl(Path(base) / src.path, field or src.field)
+            return _read_jsonl(Path(base) / src.path, field or src.field, src.ids)
         return _load_hub(name_or_path, src)
     path = Path(name_or_path)
     if not path.is_file():
@@ -77,10 +81,14 @@ def load_eval_texts(name_or_path: str, *, root: str | os.PathLike[str] | None = 
     return _read_jsonl(path, field)
 
 
-def _read_jsonl(path: Path, field: str | None) -> list[str]:
+def _read_jsonl(path: Path, field: str | None, ids: tuple[str, range] | None = None
+                ) -> list[str]:
     if not path.is_file():
         raise InputError(f"eval file {path} not found (set DATAGEN_EVAL_DIR to the eval folder)")
     rows, _ = load_rows(str(path))  # .jsonl or .jsonl.gz; a bad line is one clear error
+    if ids is not None:
+        key, keep = ids
+        rows = [r for r in rows if str(r.get(key, "")).isdigit() and int(r[key]) in keep]
     if not rows:
         return []
     name = field or next((c for c in _TEXT_FIELDS if c in rows[0]), None)

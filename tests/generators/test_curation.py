@@ -242,7 +242,7 @@ def test_load_eval_texts_builtin_names_env_and_paths(monkeypatch):
     monkeypatch.setenv("DATAGEN_EVAL_DIR", str(ASSETS))
     sizes = {name: len(load_eval_texts(name)) for name in
              ("gsm8k", "math500", "mbpp", "humaneval", "ifeval")}
-    assert sizes == {"gsm8k": 1319, "math500": 500, "mbpp": 974, "humaneval": 164, "ifeval": 540}
+    assert sizes == {"gsm8k": 1319, "math500": 500, "mbpp": 500, "humaneval": 164, "ifeval": 540}
     he = load_eval_texts(str(ASSETS / "humaneval" / "HumanEval.jsonl.gz"))  # picks "prompt"
     assert he[0].startswith("\nfrom typing import List") or "def " in he[0]
     assert load_eval_texts(str(ASSETS / "mbpp" / "mbpp.jsonl"), field="code")[0].startswith("R")
@@ -291,3 +291,25 @@ def test_curate_builds_the_index_from_config_and_marks_instances():
     assert (insts[2].reject_reason or "").startswith("contaminated by gsm8k #0")
     assert insts[2].meta["contamination"]["coverage"] == 1.0
     assert insts[3].reject_reason == "exact duplicate of #0"  # instance indices, not row ranks
+
+
+def test_mbpp_decontamination_indexes_only_the_items_the_task_scores():
+    """The mbpp task scores the test split (task ids 11-510); the train split seeds code cells.
+    Indexing every split made each train seed contaminate itself, so code cells kept nothing."""
+    import orjson
+
+    from tests.conftest import ASSETS
+
+    rows = [orjson.loads(line) for line in (ASSETS / "mbpp" / "mbpp.jsonl").read_bytes()
+            .splitlines()]
+    assert len(rows) == 974  # every split in one file
+    texts = load_eval_texts("mbpp", root=ASSETS)
+    assert texts == [r["text"] for r in rows if 11 <= r["task_id"] <= 510]
+    index = EvalIndex.from_names(["mbpp"], root=ASSETS)
+    test_items = [r["text"] for r in rows if r["task_id"] in (11, 200, 510)]
+    assert all(h is not None and h.coverage == 1.0 for h in index.check(test_items))
+    train = [r["text"] for r in rows if r["task_id"] >= 601]
+    hits = index.check(train)
+    # most train seeds are kept (before: none); the rest share a templated 8-gram with a test
+    # item, or are one (MBPP repeats a few instructions across splits)
+    assert sum(h is None for h in hits) > len(train) / 2
