@@ -68,6 +68,9 @@ def _suite(**over: Any) -> dict[str, Any]:
      "domains.arithmetic.seeds: no built-in seed set"),
     ({"domains": {"arithmetic": {"tasks": ["arithmetic"], "seeds": "hf://bad"}}},
      "domains.arithmetic.seeds: bad dataset uri"),
+    ({"curation": {"dedupe": True}}, "curation: dedupe"),
+    ({"curation": {"eval_sets": ["gsm8k", "/no/such/eval.jsonl"]}},
+     "curation: decontamination cannot read eval set '/no/such/eval.jsonl'"),
 ])
 def test_a_bad_suite_is_one_line_naming_the_key(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)) as e:
@@ -265,3 +268,18 @@ def test_dry_run_and_real_run_refuse_an_unknown_provider_before_any_work(tmp_pat
         assert isinstance(r.exception, ConfigError)  # main() prints it as one line, exit 2
         assert "generators.0: unknown backend 'nosuch'" in str(r.exception)
     assert not ws.exists()  # nothing trained, evaluated or even created
+
+
+def test_a_suite_that_cannot_decontaminate_fails_validation_unless_it_opts_out(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Offline with no local eval sets, decontamination cannot run: a bench refuses to start
+    (a silent skip would rank generators on contaminated data) unless the suite opts out."""
+    monkeypatch.delenv("DATAGEN_EVAL_DIR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no cached copy either
+    with pytest.raises(ConfigError, match="curation: decontamination cannot read eval set "
+                       "'gsm8k'.*DATAGEN_EVAL_DIR.*decontaminate: false"):
+        parse_suite(_suite(curation={}), "suite.yaml")
+    assert parse_suite(_suite(curation={"decontaminate": False})).curation == {
+        "decontaminate": False}
