@@ -278,8 +278,8 @@ def test_a_suite_that_cannot_decontaminate_fails_validation_unless_it_opts_out(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no cached copy either
-    with pytest.raises(ConfigError, match="curation: decontamination cannot read eval set "
-                       "'gsm8k'.*DATAGEN_EVAL_DIR.*decontaminate: false"):
+    with pytest.raises(ConfigError, match=r"curation: decontamination cannot read eval set "
+                       r"'gsm8k'.*DATAGEN_EVAL_DIR.*decontaminate: false"):
         parse_suite(_suite(curation={}), "suite.yaml")
     assert parse_suite(_suite(curation={"decontaminate": False})).curation == {
         "decontaminate": False}
