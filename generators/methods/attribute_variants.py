@@ -48,6 +48,7 @@ from generators.methods.base import (
     MethodContext,
     Produced,
     map_columns,
+    response_problem,
 )
 
 PROMPT_DIR = "attribute-variants"
@@ -170,17 +171,6 @@ def parse_verdict(text: str) -> Verdict:
         diff = scores["A"] - scores["B"]
         better = "A" if diff > 0 else "B" if diff < 0 else "tie"
     return Verdict(better, scores.get("A"), scores.get("B"))
-
-
-def response_problem(response: GenResponse) -> str | None:
-    """Why a raw response cannot be used at all (failed, truncated, empty), else None."""
-    if response.error is not None:
-        return f"request failed: {response.error.type}"
-    if response.finish_reason == "length":
-        return "truncated (finish_reason=length)"
-    if not (response.text or "").strip():
-        return "empty response"
-    return None
 
 
 def judge_outcome(ab: Verdict, ba: Verdict) -> str:

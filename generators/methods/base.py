@@ -139,3 +139,14 @@ def map_columns(rows: list[dict[str, Any]], columns: dict[str, str] | None,
 
 
 METHODS: Registry[type[Method]] = Registry("method", "datagen.methods")
+
+
+def response_problem(response: GenResponse) -> str | None:
+    """Why a raw response cannot be used at all (failed, truncated, empty), else None."""
+    if response.error is not None:
+        return f"request failed: {response.error.type}"
+    if response.finish_reason == "length":
+        return "truncated (finish_reason=length)"
+    if not (response.text or "").strip():
+        return "empty response"
+    return None

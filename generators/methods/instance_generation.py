@@ -11,13 +11,12 @@ from pydantic import Field
 from datagen_core.errors import InputError
 from datagen_core.records import GenRequest, GenResponse, Instance, Message
 from generators.domains.base import get_domain, parse_tests, split_sections
-from generators.methods.base import MethodContext, Produced
+from generators.methods.base import MethodContext, Produced, response_problem
 from generators.methods.seeded import (
     SeededArgs,
     SeededMethod,
     make_instance,
     prompt_template,
-    reject_reason,
     seed_rows,
     themes,
 )
@@ -100,7 +99,7 @@ class InstanceGeneration(SeededMethod):
         parts = split_sections(response.text or "")
         instruction, text = parts.get("instruction", ""), parts.get("response", "")
         meta: dict[str, Any] = {**request.meta, "key": response.key}
-        reason = reject_reason(response)
+        reason = response_problem(response)
         if reason is None and not (instruction and text):
             reason = "missing Instruction:/Response: sections"
         verdict = None if reason else checker.validate(

@@ -62,8 +62,15 @@ from generators.evaluators import (
     reward,
     score_all,
 )
-from generators.methods.attribute_variants import response_problem, template
-from generators.methods.base import Generate, Method, MethodArgs, MethodContext, Produced
+from generators.methods.attribute_variants import template
+from generators.methods.base import (
+    Generate,
+    Method,
+    MethodArgs,
+    MethodContext,
+    Produced,
+    response_problem,
+)
 
 PROMPT_DIR = "multi-attribute-edit"
 _TEXT_GUESSES = ("text", "content", "sentence", "review", "prompt", "instruction")

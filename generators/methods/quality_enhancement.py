@@ -7,13 +7,12 @@ from typing import Any
 
 from datagen_core.records import GenRequest, GenResponse, Instance, Message
 from generators.domains.base import get_domain, split_sections
-from generators.methods.base import MethodContext
+from generators.methods.base import MethodContext, response_problem
 from generators.methods.seeded import (
     SeededArgs,
     SeededMethod,
     make_instance,
     prompt_template,
-    reject_reason,
     seed_rows,
 )
 
@@ -38,7 +37,7 @@ class QualityEnhancement(SeededMethod):
         parts = split_sections(response.text or "")
         instruction, text = parts.get("instruction", ""), parts.get("response", "")
         meta: dict[str, Any] = {"seed_id": seed["id"], "key": response.key}
-        reason = reject_reason(response)
+        reason = response_problem(response)
         if reason is None and not (instruction and text):
             reason = "missing Instruction:/Response: sections"
         domain = self.domain_name(ctx)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from datagen_core.records import GenRequest, GenResponse, Instance, Message
 from generators.domains.base import get_domain
-from generators.methods.base import MethodContext
+from generators.methods.base import MethodContext, response_problem
 from generators.methods.seeded import (
     SeededArgs,
     SeededMethod,
     make_instance,
     prompt_template,
-    reject_reason,
     seed_rows,
 )
 
@@ -38,7 +37,7 @@ class ResponseGeneration(SeededMethod):
         if text.lower().startswith("response:"):
             text = text[len("response:"):].strip()
         meta = {"seed_id": seed["id"], "key": response.key}
-        reason = reject_reason(response)
+        reason = response_problem(response)
         verdict = None if reason else get_domain(self.domain_name(ctx)).validate(
             seed["instruction"], text, row=seed)
         return make_instance(index, seed["instruction"], text, verdict, reason, meta)

@@ -19,7 +19,7 @@ from typing import Any
 
 from datagen_core.errors import ConfigError, InputError
 from datagen_core.fingerprint import stable_hash
-from datagen_core.records import GenResponse, Instance, Message
+from datagen_core.records import Instance, Message
 from generators.domains.base import Verdict, parse_tests
 from generators.methods.base import Method, MethodArgs, MethodContext, map_columns
 
@@ -68,16 +68,6 @@ def seed_rows(rows: list[dict[str, Any]], columns: dict[str, str] | None, source
 
 class SeededArgs(MethodArgs):
     columns: dict[str, str] | None = None
-
-
-def reject_reason(response: GenResponse) -> str | None:
-    if response.error is not None:
-        return f"request failed: {response.error.type}"
-    if response.finish_reason == "length":
-        return "truncated (finish_reason=length)"
-    if not (response.text or "").strip():
-        return "empty response"
-    return None
 
 
 def make_instance(index: int, instruction: str, response: str, verdict: Verdict | None,
