@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from datagen.hygiene import curation_settings
 from datagen.suite import Baseline, Suite, SuiteGenerator, SuiteMethod, generator_spec
 from datagen_core.errors import ConfigError, DatagenError, InputError
 from datagen_core.fingerprint import stable_hash
@@ -254,7 +255,7 @@ class _Runner:
         spec = generator_spec(g)
         kw: dict[str, Any] = {"n": self.suite.domain_n(domain), "method": m.name,
                               "method_args": m.args, "domain": domain,
-                              "curation": self.suite.curation}
+                              "curation": curation_settings(self.suite)}
         plan = plan_run(spec, self.suite.seeds_for(domain), **kw)
         row = Store(self.ws.db_path).run_state(plan.run_id)
         # A run with failed requests goes through generate again: it sends only those (rate

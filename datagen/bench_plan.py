@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datagen.hygiene import curation_settings
 from datagen.suite import Suite, generator_spec
 from datagen_core.errors import DatagenError
 
@@ -130,7 +131,7 @@ async def plan_cell(suite: Suite, g: Any, m: Any, domain: str,
     spec = generator_spec(g)
     n = suite.domain_n(domain)
     kw: dict[str, Any] = {"n": n, "method": m.name, "method_args": m.args, "domain": domain,
-                          "curation": suite.curation}
+                          "curation": curation_settings(suite)}
     uri, note = seeds or (suite.seeds_for(domain), None)
     plan = plan_run(spec, uri, **kw)
     run_id: str | None = plan.run_id if note is None else None

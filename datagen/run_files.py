@@ -1,5 +1,5 @@
 """What a run writes (``data.parquet``, ``data.jsonl``, ``rejected.jsonl``, ``pairs.jsonl``,
-each replaced atomically) and how its rows are exported."""
+``rejected-pairs.jsonl``, each replaced atomically) and how its rows are exported."""
 
 from __future__ import annotations
 
@@ -48,12 +48,15 @@ def pair_rows(pairs: list[Pair]) -> list[dict[str, Any]]:
     ]
 
 
-def write_pairs(run_dir: Path, pairs: list[Pair]) -> None:
-    if not pairs:
-        return
-    _write_jsonl(run_dir / "pairs.jsonl", [
-        {**r, "evidence": p.evidence, "meta": p.meta} for r, p in zip(pair_rows(pairs), pairs)
-    ])
+def write_pairs(run_dir: Path, pairs: list[Pair], dropped: list[Pair] | None = None) -> None:
+    """pairs.jsonl (kept pairs) and rejected-pairs.jsonl (pairs curation dropped, the reason in
+    ``meta.dropped``), atomically; a file with nothing to hold is not written."""
+    for name, group in (("pairs.jsonl", pairs), ("rejected-pairs.jsonl", dropped or [])):
+        if group:
+            _write_jsonl(run_dir / name, [{**r, "evidence": p.evidence, "meta": p.meta}
+                                          for r, p in zip(pair_rows(group), group)])
+        elif name == "rejected-pairs.jsonl":
+            (run_dir / name).unlink(missing_ok=True)
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

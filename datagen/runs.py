@@ -9,9 +9,7 @@ sends nothing. A killed run resumes from its response log.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,11 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import ValidationError
 
 from datagen import __version__
+from datagen.run_curation import (
+    Decontamination,
+    curate_outputs,
+    curation_config,
+    drop_seed_items,
+    prepare,
+)
 from datagen.run_files import write_data, write_pairs
-from datagen_core.errors import ConfigError, DatagenError, RunFailedError
+from datagen_core.errors import ConfigError, RunFailedError
 from datagen_core.fingerprint import fingerprint, stable_hash
 from datagen_core.records import (
     GeneratorSpec,
@@ -32,7 +36,6 @@ from datagen_core.records import (
     Instance,
     Pair,
     RunManifest,
-    validation_message,
 )
 from datagen_core.secrets import redact
 from datagen_core.sources import load_rows
@@ -45,7 +48,7 @@ from generators.specs import load_spec
 if TYPE_CHECKING:
     from generators.curation import CurationConfig
 from generators.methods.base import METHODS, MethodContext
-from metrics.store import Store
+from metrics.store import Store, run_decontaminated
 
 DEFAULT_SOURCE = "builtin:general"
 log = logging.getLogger("datagen.runs")
@@ -79,8 +82,10 @@ class RunPlan:
     source: Any
     uri: str
     run_id: str
-    curation: CurationConfig | None
+    curation: CurationConfig
     n: int | None = None
+    decontamination: Decontamination | None = None
+    seed_drops: dict[str, Any] | None = None  # seed rows dropped as evaluation items
 
     async def requests(self) -> tuple[list[GenRequest], bool]:
         """The generator requests this run would send, and whether the list is exact.
@@ -139,12 +144,18 @@ def plan_run(
                             "n": n}
     if domain is not None:
         args["domain"] = domain
-    cur = _curation_config(curation) if m.uses_domain else None
-    if cur is not None and cur.model_dump(exclude_defaults=True):
+    cur = curation_config(curation)
+    if cur.model_dump(exclude_defaults=True):
         args["curation"] = cur.model_dump(mode="json", exclude_defaults=True)
+    dec = prepare(cur)
+    if dec.skipped:  # a run curated without its eval sets is another run than one with them
+        args["not_decontaminated"] = True
+    seed_drops = None
+    if m.uses_domain:
+        rows, seed_drops = drop_seed_items(rows, getattr(m.args, "columns", None), uri, cur, dec)
     run_id = fingerprint(src.fingerprint, m.name, m.version, args)
     return RunPlan(spec=spec, method=m, domain=domain, rows=rows, source=src, uri=uri,
-                   run_id=run_id, curation=cur, n=n)
+                   run_id=run_id, curation=cur, n=n, decontamination=dec, seed_drops=seed_drops)
 
 
 async def agenerate(
@@ -169,7 +180,8 @@ async def agenerate(
     the AgoraBench methods. ``backend`` injects a ready backend instance (tests, custom clients)
     for the generator, ``backends`` maps other specs' labels (judges, editors) to instances; by
     default a spec's provider is looked up in the backend registry. ``curation`` configures
-    dedup and decontamination of the AgoraBench methods' accepted rows (on by default).
+    dedup and decontamination of every method's accepted rows and pairs (on by default; see
+    :mod:`datagen.run_curation`).
 
     A run that keeps no row, or whose share of failed requests is above ``max_failure_rate``
     (0-1; default: any share), is stored with status ``failed`` and raises
@@ -271,10 +283,14 @@ async def _execute(manifest: RunManifest, plan: RunPlan, store: Store, run_dir: 
 
     instances, pairs = produced.instances, produced.pairs
     responses = produced.responses + produced.extra_responses
-    curation_report = _curate(m, instances, rows, cur) if cur is not None else None
+    pairs, dropped_pairs, curation_report = curate_outputs(
+        m, instances, pairs, rows, cur, plan.decontamination or prepare(cur), plan.seed_drops)
     write_data(run_dir, instances)
-    write_pairs(run_dir, pairs)
-    store.ingest_responses(run_id, responses)
+    write_pairs(run_dir, pairs, dropped_pairs)
+    # the prompts of the main requests (judge and editor requests are not kept in Produced)
+    aligned = len(produced.requests) == len(produced.responses)
+    store.ingest_responses(run_id, responses,
+                           [q.messages for q in produced.requests] if aligned else ())
     store.write_instances(run_id, instances)
     store.write_pairs(run_id, pairs)
     result = RunResult(run_id=run_id, run_dir=run_dir, stats=totals, instances=instances,
@@ -288,7 +304,7 @@ async def _execute(manifest: RunManifest, plan: RunPlan, store: Store, run_dir: 
         prompt_tokens=sum(r.usage.prompt_tokens for r in responses),
         completion_tokens=sum(r.usage.completion_tokens for r in responses),
         cost_usd=sum(r.cost_usd for r in responses), error=problem,
-        curation=orjson.dumps(curation_report).decode() if curation_report else None,
+        curation=orjson.dumps(curation_report).decode(),
     )
     if problem:
         raise RunFailedError(problem, result)
@@ -318,58 +334,6 @@ def _run_problem(result: RunResult, responses: list[GenResponse],
     return None
 
 
-def _curation_config(curation: CurationConfig | dict[str, Any] | None) -> CurationConfig:
-    from generators.curation import CurationConfig
-
-    if isinstance(curation, CurationConfig):
-        return curation
-    try:
-        return CurationConfig(**(curation or {}))
-    except ValidationError as e:
-        raise ConfigError(f"bad curation settings: {validation_message(e)}") from None
-
-
-def _curate(m: Any, instances: list[Instance], rows: list[dict[str, Any]],
-            cfg: CurationConfig) -> dict[str, Any]:
-    """Dedup (methods that write new instructions) and decontaminate the accepted rows.
-
-    Eval sets that cannot be loaded (offline, no ``$DATAGEN_EVAL_DIR``) skip decontamination
-    with a warning recorded in the run, rather than failing a finished generation.
-    """
-    from generators.curation import curate_instances
-
-    cfg = cfg.model_copy(update={"dedup": cfg.dedup and m.new_instructions})
-    index = None
-    skipped = None
-    if cfg.decontaminate and cfg.eval_sets:
-        try:
-            index = _eval_index(tuple(cfg.eval_sets), cfg.ngram,
-                                cfg.eval_dir or os.environ.get("DATAGEN_EVAL_DIR"))
-        except DatagenError as e:
-            skipped = f"decontamination skipped: {e}"
-            log.warning("%s", skipped)
-            cfg = cfg.model_copy(update={"decontaminate": False})
-    seeds: list[str] = []
-    if m.new_instructions:
-        from generators.methods.seeded import seed_rows
-
-        seeds = [s["instruction"] for s in seed_rows(rows, getattr(m.args, "columns", None),
-                                                     "seeds", need_response=False)]
-    report = curate_instances(instances, seeds, cfg, index)
-    out: dict[str, Any] = {"counts": report.counts, "contaminated_by": report.contaminated_by}
-    if skipped:
-        out["skipped"] = skipped
-    return out
-
-
-@functools.lru_cache(maxsize=4)
-def _eval_index(names: tuple[str, ...], n: int, root: str | None) -> Any:
-    """Eval sets are loaded and indexed once per process (a bench runs many cells)."""
-    from generators.curation import EvalIndex
-
-    return EvalIndex.from_names(list(names), n=n, root=root)
-
-
 def _add_stats(total: EngineStats, part: EngineStats) -> None:
     for f in ("total", "reused", "sent", "ok", "failed", "attempts", "prompt_tokens",
               "completion_tokens", "cost_usd"):
@@ -391,19 +355,25 @@ def _created_at(manifest_path: Path) -> float:
 def list_runs(workspace: str | Path | None = None) -> list[dict[str, Any]]:
     """Runs in the workspace, newest first."""
     ws = Workspace.resolve(workspace)
-    return [_true_status(ws, r) for r in Store(ws.db_path).list_runs()]
+    return [with_hygiene(true_status(ws, r)) for r in Store(ws.db_path).list_runs()]
 
 
 def show_run(run_id: str, workspace: str | Path | None = None) -> dict[str, Any]:
     """One run's counts, tokens, cost, latency, failures by type and rejections by reason."""
     store = Store.open_existing(workspace)
-    return _true_status(Workspace.resolve(workspace),
-                        store.run_summary(store.resolve_run(run_id)))
+    return with_hygiene(true_status(Workspace.resolve(workspace),
+                                    store.run_summary(store.resolve_run(run_id))))
 
 
-def _true_status(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
-    """A run stored as running whose process is gone (killed before it could say so) is
-    shown as interrupted: the same command resumes it."""
+def with_hygiene(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with ``decontaminated``: whether its rows were checked against eval sets."""
+    return {**row, "decontaminated": run_decontaminated(row.get("curation"))}
+
+
+def true_status(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` (a ``runs`` row) with its true status: a run stored as running whose process
+    is gone (killed before it could say so) is shown as interrupted: the same command resumes
+    it."""
     if row.get("status") == "running" and not run_is_live(ws.run_dir(row["run_id"])):
         row = {**row, "status": "interrupted"}
     return row

@@ -11,7 +11,8 @@ second, not an hour of generation. The shape, with defaults::
     methods: [response-generation]          # or {name: ..., args: {...}}
     domains:
       arithmetic: {tasks: [arithmetic], eval_limit: 200}
-    curation: {decontaminate: false}        # generators.curation.CurationConfig
+    curation: {decontaminate: false}        # generators.curation.CurationConfig (eval_sets
+                                            # default to the suite's own tasks)
     intrinsic: [stats, diversity]
     student: {recipe: smollm2-lora, overrides: {learning_rate: 0.001}}
     base: untrained                         # or {model: SPEC}
@@ -37,7 +38,7 @@ from pydantic import (
     field_validator,
 )
 
-from datagen_core.errors import ConfigError, InputError, MissingDependencyError
+from datagen_core.errors import ConfigError, InputError
 from datagen_core.records import GeneratorSpec, validation_message
 
 
@@ -264,30 +265,9 @@ def check_suite(suite: Suite, where: str = "suite") -> None:
                      "until trained): give {model: SPEC}")
     if suite.base == suite.reference:
         fail("reference", "the same as the base: PGR would be undefined")
-    _check_curation(suite.curation, fail)
+    from datagen.hygiene import check_hygiene
 
-
-def _check_curation(settings: dict[str, Any], fail: Any) -> None:
-    """Curation settings are valid, and decontamination can read every evaluation set it is
-    asked for: a bench that silently skipped it would rank generators on contaminated data."""
-    from pydantic import ValidationError
-
-    from generators.curation import CurationConfig, load_eval_texts
-
-    try:
-        cfg = CurationConfig(**settings)
-    except ValidationError as e:
-        fail("curation", validation_message(e))
-        return
-    if not cfg.decontaminate:
-        return
-    for name in cfg.eval_sets:
-        try:
-            load_eval_texts(name, root=cfg.eval_dir)
-        except (ConfigError, InputError, MissingDependencyError) as e:
-            fail("curation", f"decontamination cannot read eval set {name!r} ({e}); set "
-                 "DATAGEN_EVAL_DIR to a folder of local copies, or opt out with "
-                 "curation: {decontaminate: false}")
+    check_hygiene(suite, fail)
 
 
 def _check_seeds(uri: str, key: str, fail: Any) -> None:

@@ -6,6 +6,9 @@ leaderboard never scans the instances: its cost does not grow with the size of t
 overall view averages each generator's domain PGRs over the cells it was benchmarked in and takes
 its CI from the mean of the cells' stored bootstrap replicates.
 
+Each row says whether its data was decontaminated against the evaluation sets (every cell of
+a generator, overall): a generator ranked on data never checked for leaks is marked.
+
 Separability is decided here, in Python, from the same replicates: a row is marked as not
 separable from the row ranked just above it when the 95% CI of their PGR difference contains 0.
 """
@@ -16,7 +19,7 @@ from collections import defaultdict
 from typing import Any
 
 from metrics.pgr import DOMAIN_TASK, difference_ci
-from metrics.store import Store
+from metrics.store import Store, run_decontaminated
 
 # Intrinsic columns shown beside PGR, in the order a reader scans them.
 INTRINSIC_COLUMNS = ("quality", "difficulty", "reward", "perplexity", "instruction_diversity",
@@ -50,8 +53,11 @@ def cells(store: Store, method: str | None = None, domain: str | None = None
         boots = dict(con.execute(
             "SELECT run_id, boot FROM pgr WHERE task = ? AND run_id IN (SELECT run_id FROM "
             "leaderboard)", [DOMAIN_TASK]).fetchall()) if rows else {}
+        clean = {rid: run_decontaminated(cur) for rid, cur in con.execute(
+            "SELECT run_id, curation FROM runs").fetchall()} if rows else {}
     prev: dict[str, Any] | None = None
     for r in rows:
+        r["decontaminated"] = clean.get(r["run_id"], False)
         same_cell = prev is not None and (prev["method"], prev["domain"]) == (r["method"],
                                                                             r["domain"])
         r["separable"] = (_separable(boots[prev["run_id"]], boots[r["run_id"]])
@@ -69,6 +75,9 @@ def overall(store: Store) -> list[dict[str, Any]]:
         rows = _dicts(con.execute("SELECT * FROM leaderboard_overall ORDER BY rank, generator"))
         cell_boots = con.execute("SELECT generator, boot FROM pgr WHERE task = ?",
                                  [DOMAIN_TASK]).fetchall()
+        dirty = {g for g, cur in con.execute(
+            "SELECT DISTINCT p.generator, r.curation FROM pgr p JOIN runs r USING (run_id) "
+            "WHERE p.task = ?", [DOMAIN_TASK]).fetchall() if not run_decontaminated(cur)}
     by_gen: dict[str, list[Any]] = defaultdict(list)
     for gen, boot in cell_boots:
         by_gen[gen].append(np.array([np.nan if x is None else x for x in boot], dtype=float))
@@ -79,6 +88,7 @@ def overall(store: Store) -> list[dict[str, Any]]:
     for i, r in enumerate(rows):
         r["separable"] = (_separable(reps[rows[i - 1]["generator"]], reps[r["generator"]])
                           if i else None)
+        r["decontaminated"] = r["generator"] not in dirty  # every cell of it was
     return rows
 
 

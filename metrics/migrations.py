@@ -267,4 +267,26 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         FROM agg LEFT JOIN ci USING (generator);
         """,
     ),
+    (
+        7,
+        "request prompts, pair labels",
+        # requests.prompt: the chat messages a request sent (NULL for rows stored before), so a
+        # row can be shown beside the prompt that produced it. labels: a person's preference on
+        # a pair (``datagen serve``'s labelling page): ``label`` is the side they preferred
+        # ('chosen', 'rejected' or 'tie'), ``shown_first`` the side shown as A (sides are
+        # shuffled per pair so the judge's order does not lead); one row per annotator.
+        """
+        ALTER TABLE requests ADD COLUMN prompt JSON;
+        CREATE TABLE labels (
+            run_id VARCHAR,
+            pair_id VARCHAR,
+            idx INTEGER,
+            annotator VARCHAR,
+            label VARCHAR,
+            shown_first VARCHAR,
+            created_at TIMESTAMP,
+            PRIMARY KEY (run_id, pair_id, annotator)
+        );
+        """,
+    ),
 ]

@@ -191,18 +191,20 @@ def build_report(store: Store, title: str = "datagen benchmark report") -> str:
     sep = {True: "yes", False: "no (CI of the difference contains 0)", None: ""}
     for r in [*over, *cell_rows]:
         r["sep"] = sep[r["separable"]]
+        r["clean"] = "yes" if r.get("decontaminated") else "NO: not decontaminated"
     overall_table = _table(over, [
         ("rank", "rank", "d"), ("generator", "generator", ""), ("pgr", "PGR", ".1f"),
         ("ci_low", "CI low", ".1f"), ("ci_high", "CI high", ".1f"),
         ("sep", "separable from the one above", ""), ("n_cells", "cells", "d"),
-        ("cost_usd", "cost $", ".4f"), ("pgr_per_dollar", "PGR per $", ".1f")])
+        ("cost_usd", "cost $", ".4f"), ("pgr_per_dollar", "PGR per $", ".1f"),
+        ("clean", "decontaminated", "")])
     cell_table = _table(cell_rows, [
         ("method", "method", ""), ("domain", "domain", ""), ("rank", "rank", "d"),
         ("generator", "generator", ""), ("pgr", "PGR", ".1f"), ("ci_low", "CI low", ".1f"),
         ("ci_high", "CI high", ".1f"), ("sep", "separable", ""), ("base_model", "base", ""),
         ("reference_model", "reference", ""), ("quality", "quality", ".2f"),
         ("difficulty", "difficulty", ".2f"), ("validity_rate", "valid", ".2f"),
-        ("cost_usd", "cost $", ".4f")])
+        ("cost_usd", "cost $", ".4f"), ("clean", "decontaminated", "")])
     sections = [
         ("Overall ranking", "fig-overall", overall_table),
         ("PGR per method and domain", "fig-cells", cell_table),

@@ -18,18 +18,27 @@ from typing import Any
 import orjson
 
 from datagen_core.errors import DatagenError
-from datagen_core.records import GenResponse, Instance, Pair, RunManifest
+from datagen_core.records import GenResponse, Instance, Message, Pair, RunManifest
 from datagen_core.secrets import redact
 from metrics.migrations import MIGRATIONS
 
 _LOCK_WAIT_S = 30.0
+#: a rejection's kind: its reason without the row it points at ("duplicate of seed #3" and
+#: "#7" are one kind), so rejections count, and filter, by kind
+REASON_KIND = "regexp_replace(reject_reason, '\\s*#\\d+.*$', '')"
 
 
 class Store:
-    """Read and write one workspace's ``datagen.duckdb``."""
+    """Read and write one workspace's ``datagen.duckdb``.
 
-    def __init__(self, path: Path | str) -> None:
+    ``read_only=True`` makes every connection read-only unless one asks to write
+    (``connect(read_only=False)``): a viewer (``datagen serve``) then cannot change a run by
+    mistake, and holds only the shared lock that lets other readers in.
+    """
+
+    def __init__(self, path: Path | str, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         self._migrated = False
 
     @classmethod
@@ -46,8 +55,11 @@ class Store:
         return cls(ws.db_path)
 
     @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[Any]:
+    def connect(self, read_only: bool | None = None) -> Iterator[Any]:
         import duckdb
+
+        if read_only is None:
+            read_only = self.read_only
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + _LOCK_WAIT_S
@@ -132,8 +144,8 @@ class Store:
         with self.connect() as con:
             cur = con.execute(
                 "SELECT run_id, created_at, status, generator, method, domain, n_requests, "
-                "n_ok, n_failed, n_valid, prompt_tokens + completion_tokens AS tokens, cost_usd "
-                "FROM runs ORDER BY created_at DESC"
+                "n_ok, n_failed, n_valid, prompt_tokens + completion_tokens AS tokens, cost_usd, "
+                "curation FROM runs ORDER BY created_at DESC"
             )
             return _dicts(cur)
 
@@ -200,9 +212,7 @@ class Store:
                 [run_id],
             ))
             summary["rejections"] = _dicts(con.execute(
-                # one line per kind of reason: "duplicate of seed #3" and "#7" count together
-                "SELECT regexp_replace(reject_reason, '\\s*#\\d+.*$', '') AS reject_reason, "
-                "count(*) AS n FROM instances "
+                f"SELECT {REASON_KIND} AS reject_reason, count(*) AS n FROM instances "
                 "WHERE run_id = ? AND NOT valid GROUP BY 1 ORDER BY 2 DESC",
                 [run_id],
             ))
@@ -215,12 +225,16 @@ class Store:
         return summary
 
     # -- requests and the cross-run cache -----------------------------------------------------
-    def ingest_responses(self, run_id: str, responses: Sequence[GenResponse]) -> None:
-        """Replace the run's request rows with ``responses`` (one per request index)."""
+    def ingest_responses(self, run_id: str, responses: Sequence[GenResponse],
+                         prompts: Sequence[Sequence[Message] | None] = ()) -> None:
+        """Replace the run's request rows with ``responses`` (one per request index);
+        ``prompts[i]``, when given, is the chat messages request i sent (shown beside the rows
+        it produced)."""
         import pyarrow as pa
 
         cols: dict[str, list[Any]] = {c: [] for c in _REQUEST_COLUMNS}
         for i, r in enumerate(responses):
+            sent = prompts[i] if i < len(prompts) else None
             err = r.error
             vals = (
                 run_id, i, r.key, "ok" if r.ok else "error",
@@ -231,6 +245,8 @@ class Store:
                 # the same redactor as the response log: a gateway may echo request headers
                 redact(orjson.dumps(r.raw).decode()) if r.raw is not None else None,
                 r.created_at,
+                None if sent is None else redact(orjson.dumps([m.model_dump() for m in sent])
+                                                 .decode()),
             )
             for c, v in zip(_REQUEST_COLUMNS, vals):
                 cols[c].append(v)
@@ -335,7 +351,7 @@ class Store:
 _REQUEST_COLUMNS = (
     "run_id", "idx", "key", "status", "error_kind", "error_type", "error_message", "http_status",
     "prompt_tokens", "completion_tokens", "latency_s", "cost_usd", "attempts", "finish_reason",
-    "model", "text", "raw", "created_at",
+    "model", "text", "raw", "created_at", "prompt",
 )
 
 
@@ -346,3 +362,15 @@ def _now() -> datetime:
 def _dicts(cur: Any) -> list[dict[str, Any]]:
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def run_decontaminated(curation: str | dict[str, Any] | None) -> bool:
+    """Whether a run's stored curation record (JSON text or parsed) says its rows were checked
+    against evaluation sets. Records written before the flag existed count as decontaminated
+    when they hold per-set counts and no skip note."""
+    if not curation:
+        return False
+    cur = orjson.loads(curation) if isinstance(curation, str) else curation
+    if "decontaminated" in cur:
+        return bool(cur["decontaminated"])
+    return "skipped" not in cur and bool(cur.get("contaminated_by"))

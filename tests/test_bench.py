@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from typer.testing import CliRunner
 
@@ -17,6 +18,7 @@ from datagen.suite import load_suite, parse_suite
 from datagen_core.errors import ConfigError
 from datagen_core.records import GeneratorSpec, GenRequest
 from generators.backends.fake import FakeBackend
+from tests.conftest import ASSETS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "bench"
 
@@ -278,8 +280,43 @@ def test_a_suite_that_cannot_decontaminate_fails_validation_unless_it_opts_out(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no cached copy either
+    math = {"math": {"tasks": ["gsm8k"], "eval_limit": 8}}
     with pytest.raises(ConfigError, match=r"curation: decontamination cannot read eval set "
                        r"'gsm8k'.*DATAGEN_EVAL_DIR.*decontaminate: false"):
-        parse_suite(_suite(curation={}), "suite.yaml")
-    assert parse_suite(_suite(curation={"decontaminate": False})).curation == {
+        parse_suite(_suite(curation={}, domains=math), "suite.yaml")
+    assert parse_suite(_suite(curation={"decontaminate": False}, domains=math)).curation == {
         "decontaminate": False}
+
+
+def test_a_suite_decontaminates_against_exactly_the_sets_its_tasks_score() -> None:
+    from datagen.hygiene import curation_settings
+
+    suite = parse_suite(_suite(curation={}, domains={
+        "math": {"tasks": ["gsm8k", "math500"]}, "code": {"tasks": ["mbpp"]},
+        "general": {"tasks": ["ifeval", "winrate"]}}, judge="fake:judge"))
+    # mbpp by its built-in name (the test ids the task scores), winrate by its source
+    assert curation_settings(suite)["eval_sets"] == [
+        "gsm8k", "math500", "mbpp", "ifeval", "builtin:general-eval"]
+    off = parse_suite(_suite())  # opted out: nothing added, so run ids do not change
+    assert curation_settings(off) == {"decontaminate": False}
+
+
+def test_a_suite_whose_seeds_are_evaluation_items_fails_validation(tmp_path: Path) -> None:
+    """Seeds holding an evaluation item verbatim are the test set used twice: the suite is
+    refused before any work, naming the domain, the task and an example, dry run included."""
+    gsm = (ASSETS / "gsm8k" / "test.jsonl").read_bytes().splitlines()
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_bytes(b"".join([
+        orjson.dumps({"question": "What is 2 plus 2?", "answer": "#### 4"}) + b"\n",
+        gsm[5]]))
+    bad = _suite(domains={"math": {"seeds": str(seeds), "tasks": ["gsm8k"]}})
+    with pytest.raises(ConfigError, match=r"domains\.math\.seeds: 1 of 2 seed rows .* are "
+                       r"evaluation items of task gsm8k \(gsm8k\) \(e\.g\. seed #1 is gsm8k "
+                       r"item #5\)"):
+        parse_suite(bad, "suite.yaml")
+    general = _suite(domains={"general": {"seeds": "builtin:general-eval",
+                                          "tasks": ["winrate"]}}, judge="fake:judge")
+    with pytest.raises(ConfigError, match=r"24 of 24 .* task winrate"):
+        parse_suite(general, "suite.yaml")
+    # the shipped general seeds and the default win-rate set are disjoint
+    parse_suite(_suite(domains={"general": {"tasks": ["winrate"]}}, judge="fake:judge"))

@@ -32,9 +32,9 @@ def _responder(request):
         hi, lo = 2 + gap, 2
         return (f"Score A: {hi}\nScore B: {lo}\nBetter: A" if m["order"] == "ab" else
                 f"Score A: {lo}\nScore B: {hi}\nBetter: B")
-    return (f"Original: When did it start for {m['row_id']}?\n"
+    return (f"Original: When did the {m['attribute']} issue start for {m['row_id']}?\n"
             f"Enhanced: When exactly did the {m['attribute']} problem start?\n"
-            f"Corrupted: Things, stuff, when?")
+            f"Corrupted: Things, stuff, {m['attribute']}, when?")
 
 
 @pytest.fixture

@@ -83,7 +83,7 @@ def bench_command(
     from datagen.api import bench
     from datagen.bench import StepRecord, bench_workspace
     from datagen.cli.console import err, out, state, styled
-    from datagen.cli.metrics import leaderboard_table
+    from datagen.cli.metrics import leaderboard_notes, leaderboard_table
     from datagen.suite import load_suite
 
     suite = load_suite(suite_file)
@@ -110,19 +110,19 @@ def bench_command(
     result = bench(suite, workspace=state.workspace, ray_address=ray_address,
                    progress=False if state.quiet else None, reporter=report)
     if result.leaderboard:
-        t, ties = leaderboard_table(result.leaderboard, "cell", out.width)
+        t, _ = leaderboard_table(result.leaderboard, "cell", out.width)
         t.title = f"per cell: {t.title}" if t.title else "per cell"
         t.title_justify = "left"
         out.print(t)
+        shown = list(result.leaderboard)
         if len({r["generator"] for r in result.overall}) > 1 and len(result.leaderboard) > len(
                 result.overall):
-            t2, ties2 = leaderboard_table(result.overall, "overall", out.width)
+            t2, _ = leaderboard_table(result.overall, "overall", out.width)
             t2.title, t2.title_justify = "overall", "left"
             out.print(t2)
-            ties = ties or ties2
-        if ties:
-            err.print("≈ not separable from the row above: the 95% CI of their PGR difference "
-                      "contains 0")
+            shown += result.overall
+        for line in leaderboard_notes(shown):
+            err.print(line)
     for d, e in result.baseline_errors.items():
         err.print(styled((f"baselines of {d} failed", "red"), f": {e}"))
     for c in result.failed:

@@ -118,11 +118,22 @@ def rank_command(
     if not rows:
         err.print("no PGR computed yet: see `datagen pgr`")
         return
-    t, ties = leaderboard_table(rows, by, out.width)
+    t, _ = leaderboard_table(rows, by, out.width)
     out.print(t)
-    if ties:
-        err.print("≈ not separable from the row above: the 95% CI of their PGR difference "
-                  "contains 0")
+    for line in leaderboard_notes(rows):
+        err.print(line)
+
+
+def leaderboard_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """The footnotes a leaderboard needs: ≈ ties and † data never decontaminated."""
+    notes = []
+    if any(r["separable"] is False for r in rows):
+        notes.append("≈ not separable from the row above: the 95% CI of their PGR difference "
+                     "contains 0")
+    if any(r.get("decontaminated") is False for r in rows):
+        notes.append("† not decontaminated: this data was never checked against the evaluation "
+                     "sets (see `datagen runs show RUN`)")
+    return notes
 
 
 def leaderboard_table(rows: list[dict[str, Any]], by: str = "cell", width: int = 200
@@ -150,7 +161,8 @@ def leaderboard_table(rows: list[dict[str, Any]], by: str = "cell", width: int =
     for r in rows:
         sep = "" if r["separable"] is not False else "≈"
         ties = ties or bool(sep)
-        head = [str(r["rank"]), r["generator"]]
+        dirty = r.get("decontaminated") is False
+        head = [str(r["rank"]), r["generator"] + (" †" if dirty else "")]
         head += ([r["method"] or "-", r["domain"] or "-"] if show_cell else
                  [str(r["n_cells"])] if by != "cell" else [])
         head += [_f(r["pgr"], ".1f"), f"[{_f(r['ci_low'], '.1f')}, {_f(r['ci_high'], '.1f')}]",

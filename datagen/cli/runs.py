@@ -180,9 +180,11 @@ def runs_list() -> None:
     t.add_column("method", no_wrap=True)
     for name in ("requests", "failed", "kept", "cost $"):
         t.add_column(name, justify="right", no_wrap=True)
+    t.add_column("notes", no_wrap=True)
     for r in rows:
         t.add_row(r["run_id"], r["status"], r["generator"], r["method"], _s(r["n_requests"]),
-                  _s(r["n_failed"]), _s(r["n_valid"]), f"{r['cost_usd'] or 0:.4f}")
+                  _s(r["n_failed"]), _s(r["n_valid"]), f"{r['cost_usd'] or 0:.4f}",
+                  "" if r["decontaminated"] else "not decontaminated")
     out.print(t)
 
 
@@ -215,8 +217,16 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="Run id or a unique pre
         counts = cur.get("counts", {})
         parts = [f"{counts.get(k, 0)} {k}" for k in ("exact", "near", "seed", "contaminated")]
         by = ", ".join(f"{k}: {v}" for k, v in cur.get("contaminated_by", {}).items() if v)
-        t.add_row(styled(("curation", "bold")), ", ".join(parts) + (f" ({by})" if by else "")
-                  + (f"; {cur['skipped']}" if cur.get("skipped") else ""))
+        t.add_row(styled(("curation", "bold")), ", ".join(parts) + (f" ({by})" if by else ""))
+        if pairs := cur.get("pairs"):
+            t.add_row(styled(("pairs curated", "bold")), ", ".join(
+                f"{pairs.get(k, 0)} {k}" for k in ("input", "kept", "exact", "near",
+                                                    "contaminated")))
+        if seeds := cur.get("seeds"):
+            t.add_row(styled(("seeds dropped", "bold")),
+                      f"{seeds['dropped']} of {seeds['input']} are evaluation items")
+    t.add_row(styled(("decontaminated", "bold")), "yes" if r["decontaminated"] else
+              f"no: {cur.get('skipped') if cur else 'no curation record'}")
     out.print(t)
     for e in r["errors"]:
         out.print(f"  failed: {e['n']} x {e['error_type']} (e.g. {e['example']})")

@@ -1,7 +1,5 @@
 """Curation of accepted rows: dedup (within a run and against the seeds) and decontamination.
 
-Curation of accepted rows: dedup (within a run and against the seeds) and decontamination.
-
 Why: repeated rows spend a student's training budget on one example; rows that contain evaluation
 items inflate the very scores (and so the PGR) the benchmark ranks generators by. Both checks drop
 a row with a reason, never silently, so a report can say what curation removed and why.

@@ -67,17 +67,21 @@ _TEXT_FIELDS = ("question", "prompt", "problem", "text", "instruction", "input")
 def load_eval_texts(name_or_path: str, *, root: str | os.PathLike[str] | None = None,
                     field: str | None = None) -> list[str]:
     """An eval set's prompts: a built-in name (read from ``root`` or ``$DATAGEN_EVAL_DIR``, else
-    from the HF Hub) or a .jsonl / .jsonl.gz path (``field`` or the first question-like one)."""
+    from the HF Hub), a ``builtin:``/``hf://`` source, or a .jsonl / .jsonl.gz path (``field`` or
+    the first question-like one)."""
     src = BUILTIN_EVALS.get(name_or_path)
     if src is not None:
         base = root or os.environ.get("DATAGEN_EVAL_DIR")
         if base:
             return _read_jsonl(Path(base) / src.path, field or src.field, src.ids)
         return _load_hub(name_or_path, src)
+    if name_or_path.startswith(("builtin:", "hf://")):  # any seed-style source (winrate's set)
+        rows, _ = load_rows(name_or_path)
+        return _texts(rows, field, name_or_path)
     path = Path(name_or_path)
     if not path.is_file():
         raise InputError(f"eval set {name_or_path!r} is neither a built-in "
-                         f"({', '.join(BUILTIN_EVALS)}) nor a file")
+                         f"({', '.join(BUILTIN_EVALS)}), a builtin:/hf:// source nor a file")
     return _read_jsonl(path, field)
 
 
@@ -89,11 +93,15 @@ def _read_jsonl(path: Path, field: str | None, ids: tuple[str, range] | None = N
     if ids is not None:
         key, keep = ids
         rows = [r for r in rows if str(r.get(key, "")).isdigit() and int(r[key]) in keep]
+    return _texts(rows, field, str(path))
+
+
+def _texts(rows: list[dict[str, object]], field: str | None, where: str) -> list[str]:
     if not rows:
         return []
     name = field or next((c for c in _TEXT_FIELDS if c in rows[0]), None)
     if name is None or name not in rows[0]:
-        raise InputError(f"{path}: no field {field or '/'.join(_TEXT_FIELDS)!r}; "
+        raise InputError(f"{where}: no field {field or '/'.join(_TEXT_FIELDS)!r}; "
                          f"fields are: {', '.join(rows[0])}")
     return [str(r.get(name) or "") for r in rows]
 

@@ -81,7 +81,9 @@ def outcome(verdict: str | None, student_is: str) -> float | None:
 
 
 class JudgeArgs(TaskArgs):
-    source: str | None = Field("builtin:general", description="(instruction, reference) rows")
+    source: str | None = Field(
+        "builtin:general-eval", description="(instruction, reference) rows; the default is "
+        "24 instructions written for this project, disjoint from the builtin:general seeds")
     instruction_field: str = "instruction"
     reference_field: str = Field("response", description="the answer the student is compared to")
     guide_field: str | None = Field(None, description="a human answer shown to the judge as a "
@@ -91,7 +93,7 @@ class JudgeArgs(TaskArgs):
 
 class JudgeWinRate(Task):
     name = "winrate"
-    version = "1"
+    version = "2"  # 2: default set builtin:general-eval (was the builtin:general seeds)
     Args = JudgeArgs
     primary_metric = "win_rate"
     needs_judge = True

@@ -114,13 +114,24 @@ def test_code_response_generation_runs_seed_tests():
 
 
 def test_quality_enhancement_keeps_or_flags_the_answer():
-    def responder(request):
-        return ("Instruction: Improved problem statement with details.\n"
+    def responder(request):  # one rewrite per seed (identical rewrites would be duplicates)
+        seed = sum(map(ord, request.messages[-1].content))
+        return (f"Instruction: Improved problem {seed} with {seed % 97} more details.\n"
                 "Response: Step one.\nStep two.\n#### 999999")
 
     res, _ = run("quality-enhancement", "math", responder, n=2)
     assert all(x.valid for x in res.instances)
     assert all(x.meta["answer_changed"] for x in res.instances)
+
+
+def test_identical_rewrites_are_deduplicated_like_new_problems():
+    def responder(request):
+        return ("Instruction: Improved problem statement with details.\n"
+                "Response: Step one.\nStep two.\n#### 999999")
+
+    res, _ = run("quality-enhancement", "math", responder, n=2)
+    assert [x.valid for x in res.instances] == [True, False]
+    assert res.instances[1].reject_reason == "exact duplicate of #0"
 
 
 def test_seeds_need_the_columns_the_method_uses(tmp_path):

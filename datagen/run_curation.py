@@ -1,0 +1,213 @@
+"""Curation inside a run: seed rows that are evaluation items are dropped before generation,
+and every method's accepted output (SFT rows and preference pairs) is deduplicated and
+decontaminated after it, with counts per reason stored in the run.
+
+Why every method: a prompt-method row, an ALFA or MACS pair trained on by a DPO student leaks an
+evaluation item exactly as an AgoraBench row does. What is compared differs by output:
+
+- rows of methods that write new instructions (instance generation): the user turns, against
+  each other and against the seeds (a copied seed is not a new problem);
+- other rows (responses to the seed prompts, variants, edits): the answer, among rows with the
+  same prompt (rows that answer different prompts are never duplicates, however much context
+  they share);
+- pairs: deduplicated on the prompt plus both responses (the same prompt, and near-identical
+  chosen and rejected answers), dropped when the prompt is contaminated. Dropped pairs
+  are kept apart (``rejected-pairs.jsonl``) with their reason.
+
+A run whose evaluation sets cannot be read (offline with no ``$DATAGEN_EVAL_DIR``) is not
+decontaminated: it says so in its curation record (``decontaminated: false`` and why), which
+``datagen runs``, ``rank`` and the report show, and its id differs from a decontaminated run's.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from datagen_core.errors import ConfigError, DatagenError
+from datagen_core.records import Instance, Pair, validation_message
+
+if TYPE_CHECKING:
+    from generators.curation import CurationConfig, EvalIndex
+
+log = logging.getLogger("datagen.runs")
+
+
+def curation_config(curation: CurationConfig | dict[str, Any] | None) -> CurationConfig:
+    from generators.curation import CurationConfig
+
+    if isinstance(curation, CurationConfig):
+        return curation
+    try:
+        return CurationConfig(**(curation or {}))
+    except ValidationError as e:
+        raise ConfigError(f"bad curation settings: {validation_message(e)}") from None
+
+
+@functools.lru_cache(maxsize=4)
+def eval_index(names: tuple[str, ...], n: int, root: str | None) -> EvalIndex:
+    """Eval sets are loaded and indexed once per process (a bench runs many cells)."""
+    from generators.curation import EvalIndex
+
+    return EvalIndex.from_names(list(names), n=n, root=root)
+
+
+@dataclass
+class Decontamination:
+    """What a run decontaminates against: the index, or why there is none."""
+
+    index: EvalIndex | None
+    skipped: str | None = None  # why decontamination could not run (None: it ran, or was off)
+
+    @property
+    def active(self) -> bool:
+        return self.index is not None
+
+
+def prepare(cfg: CurationConfig) -> Decontamination:
+    """Load the eval index once, before generation; a set that cannot be read is recorded as
+    a skipped decontamination (an error for a bench, which checks this in validation)."""
+    if not cfg.decontaminate or not cfg.eval_sets:
+        return Decontamination(None)
+    try:
+        return Decontamination(eval_index(tuple(cfg.eval_sets), cfg.ngram,
+                                          cfg.eval_dir or os.environ.get("DATAGEN_EVAL_DIR")))
+    except DatagenError as e:
+        why = f"decontamination skipped: {e}"
+        log.warning("%s", why)
+        return Decontamination(None, why)
+
+
+def drop_seed_items(rows: list[dict[str, Any]], columns: dict[str, str] | None, source: str,
+                    cfg: CurationConfig, dec: Decontamination
+                    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Seed rows whose instruction is an evaluation item (the decontamination rule) are not
+    used: not as prompts, not as demonstrations. Returns the rows kept and the counts."""
+    if dec.index is None or not rows:
+        return rows, None
+    from generators.methods.seeded import seed_rows
+
+    seeds = seed_rows(rows, columns, source, need_response=False)
+    found = dec.index.check([s["instruction"] for s in seeds], cfg.coverage_threshold)
+    kept = [r for r, c in zip(rows, found) if c is None]
+    by = {k: v for k, v in dec.index.summary(found).items() if v}
+    return kept, {"input": len(rows), "dropped": len(rows) - len(kept), "by": by}
+
+
+def curate_outputs(m: Any, instances: list[Instance], pairs: list[Pair],
+                   rows: list[dict[str, Any]], cfg: CurationConfig, dec: Decontamination,
+                   seed_drops: dict[str, Any] | None) -> tuple[list[Pair], list[Pair],
+                                                               dict[str, Any]]:
+    """Curate a run's outputs in place (instances) and by split (pairs: kept, dropped); the
+    returned record is what the run stores as its curation."""
+    from generators.curation import curate_instances
+
+    ccfg = cfg.model_copy(update={"decontaminate": dec.active})
+    if m.new_instructions:
+        from generators.methods.seeded import seed_rows
+
+        seeds = [s["instruction"] for s in seed_rows(rows, getattr(m.args, "columns", None),
+                                                     "seeds", need_response=False)]
+        report = curate_instances(instances, seeds, ccfg, dec.index)
+        counts = report.counts
+    else:  # answers to given prompts: a duplicate answers the same prompt the same way
+        live = [x for x in instances if x.valid]
+        keep, reasons, dup = _answer_dedup(
+            [_turns_text(x.messages) for x in live],
+            ["\n".join(m.content for m in x.messages if m.role != "user") for x in live], cfg)
+        for x, k, why in zip(live, keep, reasons):
+            if not k:
+                x.valid, x.reject_reason = False, _global(why, live)
+        report = curate_instances(instances, [], ccfg.model_copy(update={"dedup": False}),
+                                  dec.index)
+        counts = {"input": len(live), "kept": report.counts["kept"], **dup,
+                  "contaminated": report.counts["contaminated"]}
+    out: dict[str, Any] = {"counts": counts, "contaminated_by": report.contaminated_by,
+                           "decontaminated": dec.active}
+    if dec.skipped:
+        out["skipped"] = dec.skipped
+    elif not cfg.decontaminate:
+        out["skipped"] = "decontamination off (curation: decontaminate: false)"
+    if seed_drops is not None:
+        out["seeds"] = seed_drops
+    kept, dropped = pairs, list[Pair]()
+    if pairs:
+        kept, dropped, out["pairs"] = _curate_pairs(pairs, cfg, dec)
+    return kept, dropped, out
+
+
+def _curate_pairs(pairs: list[Pair], cfg: CurationConfig, dec: Decontamination
+                  ) -> tuple[list[Pair], list[Pair], dict[str, int]]:
+    keep, reasons, counts = _answer_dedup(
+        [_turns_text(p.prompt) for p in pairs],
+        ["\n".join(_turns(p.chosen)) + "\n\n" + "\n".join(_turns(p.rejected)) for p in pairs],
+        cfg)
+    found = (dec.index.check([_turns_text(p.prompt) for p in pairs], cfg.coverage_threshold)
+             if dec.index is not None else [None] * len(pairs))
+    kept: list[Pair] = []
+    dropped: list[Pair] = []
+    for p, k, why, c in zip(pairs, keep, reasons, found):
+        why = None if k else why
+        if c is not None:
+            p.meta["contamination"] = {"eval_set": c.eval_set, "item": c.item,
+                                       "coverage": c.coverage}
+            if why is None and cfg.drop_contaminated:
+                why = f"prompt contaminated by {c.eval_set} #{c.item} (coverage {c.coverage:.2f})"
+        if why is None:
+            kept.append(p)
+        else:
+            p.meta["dropped"] = _global(why, pairs, "pair ")
+            dropped.append(p)
+    return kept, dropped, {"input": len(pairs), "kept": len(kept), **counts,
+                           "contaminated": sum(c is not None for c in found)}
+
+
+def _answer_dedup(prompts: list[str], answers: list[str], cfg: CurationConfig
+                  ) -> tuple[list[bool], list[str | None], dict[str, int]]:
+    """Exact and near-duplicate answers among rows with the same prompt (normalised): rows that
+    answer different prompts are never duplicates, however long a context they share."""
+    from generators.curation import dedup, normalize
+
+    keep: list[bool] = [True] * len(prompts)
+    reasons: list[str | None] = [None] * len(prompts)
+    counts = {"exact": 0, "near": 0}
+    if not cfg.dedup:
+        return keep, reasons, counts
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(normalize(p), []).append(i)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        d = dedup([answers[i] for i in members], config=cfg.dedup_config())
+        for j, i in enumerate(members):
+            if not d.keep[j]:
+                keep[i] = False
+                reasons[i] = _renumber(d.reasons[j] or "duplicate", members)
+        counts["exact"] += d.counts.get("exact", 0)
+        counts["near"] += d.counts.get("near", 0)
+    return keep, reasons, counts
+
+
+def _renumber(why: str, members: list[int]) -> str:
+    return re.sub(r"#(\d+)", lambda g: f"#{members[int(g.group(1))]}", why)
+
+
+def _global(why: str | None, items: list[Any], kind: str = "") -> str:
+    """A reason's "#k" (a position among the rows compared) as the row's own index."""
+    return re.sub(r"(?<=duplicate of )#(\d+)",
+                  lambda g: f"{kind}#{items[int(g.group(1))].index}", why or "dropped by curation")
+
+
+def _turns(messages: list[Any]) -> list[str]:
+    return [m.content for m in messages]
+
+
+def _turns_text(messages: list[Any]) -> str:
+    return "\n".join(m.content for m in messages if m.role == "user")
