@@ -11,6 +11,9 @@ evaluations come from the ``datagen`` modules; metrics, PGR, leaderboards and re
     student = train(result.run_id, recipe="tiny-llama")
     evaluate(student.student_id, ["arithmetic"], limit=50).scores
 
+``serve()`` opens the workspace in the browser (the ``datagen serve`` web app) and
+``pair_labels(run_id)`` reads the labels people gave there.
+
 The synchronous functions here run their ``a``-prefixed coroutine in a fresh event loop; inside
 a running loop (a notebook, an async app) await the coroutine instead.
 """
@@ -18,9 +21,11 @@ a running loop (a notebook, an async app) await the coroutine instead.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
 
 from datagen.bench import BenchResult, Reporter, abench
 from datagen.bench_plan import BenchPlan, aplan_bench
@@ -37,6 +42,7 @@ from datagen.runs import (
     show_run,
 )
 from datagen.training import list_students, show_student, train, train_many
+from datagen_core.errors import ConfigError
 from datagen_core.records import GeneratorSpec
 from generators.specs import load_spec
 from metrics.facade import (
@@ -72,6 +78,7 @@ __all__ = [
     "compare",
     "compute_metrics",
     "compute_pgr",
+    "create_app",
     "evaluate",
     "export_run",
     "generate",
@@ -81,10 +88,12 @@ __all__ = [
     "list_students",
     "load_responses",
     "load_spec",
+    "pair_labels",
     "pair_rows",
     "plan_bench",
     "plan_run",
     "resolve_model",
+    "serve",
     "show_run",
     "show_student",
     "train",
@@ -141,6 +150,51 @@ def bench(suite: Suite, *, workspace: str | Path | None = None, ray_address: str
     """:func:`datagen.bench.abench`, synchronously."""
     return asyncio.run(abench(suite, workspace=workspace, ray_address=ray_address,
                               backends=backends, progress=progress, reporter=reporter))
+
+
+def serve(workspace: str | Path | None = None, *, host: str = "127.0.0.1", port: int = 8765,
+          expose: bool = False, annotator: str = "local",
+          announce: Callable[[str], Any] | None = None) -> None:
+    """Serve the workspace's web app (leaderboard, runs, comparison, pairs, labelling) until
+    interrupted; ``announce(url)`` is called once it listens (``port=0``: any free port). An
+    address other than the loopback needs ``expose=True``: the app has no login. Needs the
+    ``serve`` extra (``pip install 'datagen[serve]'``)."""
+    from datagen_core.records import validation_message
+
+    serving = _serving()
+    try:
+        config = serving.ServeConfig(workspace=workspace, host=host, port=port, expose=expose,
+                                     annotator=annotator)
+    except ValidationError as e:
+        raise ConfigError(f"serve: {validation_message(e)}") from None
+    serving.serve(config, announce)
+
+
+def create_app(workspace: str | Path | None = None, *, annotator: str = "local") -> Any:
+    """The same web app as an ASGI application, for any ASGI server or test client."""
+    return _serving().create_app(workspace, annotator=annotator)
+
+
+def _serving() -> Any:
+    try:
+        import datagen.serve as serving
+    except ImportError as e:
+        from datagen_core.errors import MissingDependencyError
+
+        raise MissingDependencyError("datagen serve", e.name or "starlette", extra="serve"
+                                     ) from None
+    return serving
+
+
+def pair_labels(run_id: str, annotator: str | None = None,
+                workspace: str | Path | None = None) -> list[dict[str, Any]]:
+    """People's labels of a run's pairs (from ``datagen serve``'s labelling page), in pair
+    order: ``label`` is the side preferred, ``chosen``, ``rejected`` or ``tie``."""
+    from metrics.labels import read_labels
+    from metrics.store import Store
+
+    store = Store.open_existing(workspace)
+    return read_labels(store, store.resolve_run(run_id), annotator)
 
 
 def plan_bench(suite: Suite, workspace: str | Path | None = None) -> BenchPlan:

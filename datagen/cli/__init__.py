@@ -1,9 +1,10 @@
 """The ``datagen`` command: a thin layer over the Python API (:mod:`datagen.api`).
 
-Each command module (``runs``, ``pairs``, ``students``, ``eval``, ``metrics``, ``bench``) is
-thin functions over the API and imports only :mod:`datagen.cli.console`, which holds the output
-consoles and the root options; this module mounts them and is imported by nothing. Errors a user
-can fix print one line and exit non-zero; ``--debug`` shows the traceback.
+Each command module (``runs``, ``pairs``, ``students``, ``eval``, ``metrics``, ``bench``,
+``serve``) is thin functions over the API and imports only :mod:`datagen.cli.console`, which
+holds the output consoles and the root options; this module mounts them and is imported by
+nothing. Errors a user can fix print one line and exit non-zero; ``--debug`` shows the
+traceback.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datagen.cli.eval import eval_command
 from datagen.cli.metrics import metrics_command, pgr_command, rank_command, report_command
 from datagen.cli.pairs import pairs_app
 from datagen.cli.runs import export, generate, runs_app
+from datagen.cli.serve import serve_command
 from datagen.cli.students import students_app, train_command
 from datagen_core.errors import DatagenError
 from datagen_core.secrets import install_log_filter, redact
@@ -80,6 +82,7 @@ app.command("pgr")(pgr_command)
 app.command("rank")(rank_command)
 app.command("report")(report_command)
 app.command("bench")(bench_command)
+app.command("serve")(serve_command)
 
 
 def main() -> None:
