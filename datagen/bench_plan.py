@@ -149,6 +149,11 @@ async def plan_cell(suite: Suite, g: Any, m: Any, domain: str,
     usd: float | None = 0.0 if local else (
         cost(price, Usage(prompt_tokens=prompt, completion_tokens=completion))
         if price is not None else None)
+    if plan.seed_drops and plan.seed_drops["dropped"]:
+        d = plan.seed_drops
+        by = ", ".join(f"{k}: {v}" for k, v in d["by"].items())
+        note = "; ".join(x for x in (note, f"{domain}: {d['dropped']} of {d['input']} seed rows "
+                                     f"are evaluation items ({by}) and are not used") if x)
     if note is None and plan.method.n_means == "rows" and count < n:
         note = (f"{domain}: {uri} has only {len(plan.rows)} seed rows, fewer than n={n}: "
                 "give the domain a larger `seeds:` set")

@@ -361,8 +361,25 @@ def list_runs(workspace: str | Path | None = None) -> list[dict[str, Any]]:
 def show_run(run_id: str, workspace: str | Path | None = None) -> dict[str, Any]:
     """One run's counts, tokens, cost, latency, failures by type and rejections by reason."""
     store = Store.open_existing(workspace)
-    return with_hygiene(true_status(Workspace.resolve(workspace),
-                                    store.run_summary(store.resolve_run(run_id))))
+    return _with_compute(with_hygiene(true_status(Workspace.resolve(workspace),
+                                                  store.run_summary(store.resolve_run(run_id)))))
+
+
+def _with_compute(row: dict[str, Any]) -> dict[str, Any]:
+    """``compute_s`` (machine seconds the generation used) and ``tokens_per_s`` for runs of an
+    in-process generator (hf, vllm offline: batched backends), where latencies are shares of
+    batch wall time; None for servers and APIs, whose answers overlap in time."""
+    from generators.backends.base import BACKENDS
+
+    provider = (row.get("manifest") or {}).get("generator", {}).get("provider")
+    try:
+        batched = bool(provider) and BACKENDS.get(provider).batched
+    except ConfigError:
+        batched = False
+    compute = row.get("latency_sum_s") if batched else None
+    tokens = row.get("completion_tokens")
+    return {**row, "compute_s": compute,
+            "tokens_per_s": tokens / compute if compute and tokens else None}
 
 
 def with_hygiene(row: dict[str, Any]) -> dict[str, Any]:

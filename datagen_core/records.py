@@ -60,10 +60,13 @@ class Limits(Record):
 
 
 class Price(Record):
-    """US dollars per million tokens."""
+    """US dollars per million tokens (APIs), and per hour of the machine (local generators,
+    charged on measured compute time, so "PGR per dollar" exists for open models too)."""
 
-    input_per_mtok: float = Field(ge=0)
-    output_per_mtok: float = Field(ge=0)
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+    per_hour: float = Field(0.0, ge=0, description="USD per hour of the machine a local "
+                            "generator runs on (GPU or CPU rental), charged per compute second")
 
 
 

@@ -147,6 +147,15 @@ class Engine:
             out.append(r if r.index == i else r.model_copy(update={"index": i}))
         return out
 
+    def _compute_s(self, latency: float) -> float:
+        """The machine time one answer used, for per-hour prices. A batched (in-process)
+        backend's latency is already the answer's share of its batch's wall time; a server
+        answers ``concurrency`` requests at once, so each is charged that share of its latency
+        (exact for a saturated server, an upper bound otherwise)."""
+        if self.backend.batched:
+            return latency
+        return latency / max(1, self.spec.limits.concurrency)
+
     async def _send(
         self,
         requests: Sequence[GenRequest],
@@ -173,7 +182,8 @@ class Engine:
                 usage = {"prompt_tokens": reply.prompt_tokens,
                          "completion_tokens": reply.completion_tokens}
                 price = self._price
-                c = 0.0 if price is None else cost_of(price, Usage.model_validate(usage))
+                c = 0.0 if price is None else cost_of(price, Usage.model_validate(usage),
+                                                      self._compute_s(latency))
                 # model_validate of a dict: the same validated model as GenResponse(**fields),
                 # with the nested Usage built by the validator, for half the cost.
                 resp = GenResponse.model_validate({

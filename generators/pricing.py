@@ -1,6 +1,8 @@
 """Prices per million tokens (USD) for common API models; override per spec with ``price``.
 
-Prices change; this table is a convenience for estimates, not an invoice. Local backends cost 0.
+Prices change; this table is a convenience for estimates, not an invoice. Local backends cost 0
+unless their spec gives ``price: {per_hour: USD}``: then each answer is charged its measured
+compute time (see :meth:`generators.engine.Engine` on what that is).
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ def price_for(provider: str, model: str) -> Price | None:
     return Price(input_per_mtok=i, output_per_mtok=o)
 
 
-def cost(price: Price | None, usage: Usage) -> float:
+def cost(price: Price | None, usage: Usage, compute_s: float = 0.0) -> float:
+    """Token charges plus, for a machine priced by the hour, ``compute_s`` seconds of it."""
     if price is None:
         return 0.0
     return (
         usage.prompt_tokens * price.input_per_mtok + usage.completion_tokens * price.output_per_mtok
-    ) / 1e6
+    ) / 1e6 + compute_s * price.per_hour / 3600

@@ -303,14 +303,16 @@ class StatsConfig(MetricConfig):
 
 class RunStats(Metric):
     """Validity, duplicate and contamination rates (over all instances, from reject reasons),
+    the share of accepted rows verified correct against their seeds (``accepted_correct``, for
+    rows that record ``correct``: response generation on seeds with gold answers or tests),
     mean instruction and response lengths in characters (accepted instances, per item too), and
     tokens and cost per accepted instance (from the requests table). All in DuckDB: no row
     crosses into Python, so it costs one scan even for runs of millions of rows."""
 
     name = "stats"
-    version = "1"
+    version = "2"  # 2: accepted_correct
     outputs = ("validity_rate", "duplicate_rate", "contamination_rate", "instruction_chars",
-               "response_chars", "tokens_per_instance", "cost_per_instance")
+               "response_chars", "tokens_per_instance", "cost_per_instance", "accepted_correct")
     Config = StatsConfig
 
     def compute(self, ctx: MetricContext) -> MetricResult:
@@ -321,13 +323,17 @@ class RunStats(Metric):
                     count(*) FILTER (WHERE regexp_matches(reject_reason, '{DUPLICATE_RE}')),
                     count(*) FILTER (WHERE regexp_matches(reject_reason, '{CONTAMINATED_RE}')),
                     avg(length({INSTRUCTION_SQL})) FILTER (WHERE valid),
-                    avg(length({RESPONSE_SQL})) FILTER (WHERE valid)
+                    avg(length({RESPONSE_SQL})) FILTER (WHERE valid),
+                    count(*) FILTER (WHERE valid AND json_extract(meta, '$.correct') IS NOT NULL
+                                     AND json_type(json_extract(meta, '$.correct')) = 'BOOLEAN'),
+                    count(*) FILTER (WHERE valid
+                                     AND json_extract(meta, '$.correct')::VARCHAR = 'true')
                 FROM instances WHERE run_id = ?""", [run_id]).fetchone()
             req = con.execute(
                 "SELECT sum(prompt_tokens + completion_tokens), sum(cost_usd) FROM requests "
                 "WHERE run_id = ?", [run_id]).fetchone()
         assert row is not None and req is not None
-        n, n_valid, n_dup, n_contam, instr_len, resp_len = row
+        n, n_valid, n_dup, n_contam, instr_len, resp_len, n_checked, n_correct = row
         tokens, cost = req
 
         def rate(k: int) -> float | None:
@@ -349,6 +355,9 @@ class RunStats(Metric):
                 "response_chars": (resp_len, n_valid),
                 "tokens_per_instance": (per(tokens), n_valid),
                 "cost_per_instance": (per(cost), n_valid),
+                # accepted rows verified correct against their seed (gold answer, tests,
+                # instruction checks), of those that could be checked
+                "accepted_correct": (n_correct / n_checked if n_checked else None, n_checked),
             },
             items_sql=[(items_sql, [run_id])],
         )

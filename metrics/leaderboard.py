@@ -22,7 +22,8 @@ from metrics.pgr import DOMAIN_TASK, difference_ci
 from metrics.store import Store, run_decontaminated
 
 # Intrinsic columns shown beside PGR, in the order a reader scans them.
-INTRINSIC_COLUMNS = ("quality", "difficulty", "reward", "perplexity", "instruction_diversity",
+INTRINSIC_COLUMNS = ("quality", "difficulty", "accepted_correct", "reward", "perplexity",
+                     "instruction_diversity",
                      "response_diversity", "distinct_2", "validity_rate", "duplicate_rate",
                      "contamination_rate", "response_chars", "tokens_per_instance",
                      "cost_per_instance")
@@ -55,9 +56,11 @@ def cells(store: Store, method: str | None = None, domain: str | None = None
             "leaderboard)", [DOMAIN_TASK]).fetchall()) if rows else {}
         clean = {rid: run_decontaminated(cur) for rid, cur in con.execute(
             "SELECT run_id, curation FROM runs").fetchall()} if rows else {}
+        correct = _accepted_correct(con) if rows else {}
     prev: dict[str, Any] | None = None
     for r in rows:
         r["decontaminated"] = clean.get(r["run_id"], False)
+        r["accepted_correct"] = correct.get(r["run_id"])
         same_cell = prev is not None and (prev["method"], prev["domain"]) == (r["method"],
                                                                             r["domain"])
         r["separable"] = (_separable(boots[prev["run_id"]], boots[r["run_id"]])
@@ -75,6 +78,9 @@ def overall(store: Store) -> list[dict[str, Any]]:
         rows = _dicts(con.execute("SELECT * FROM leaderboard_overall ORDER BY rank, generator"))
         cell_boots = con.execute("SELECT generator, boot FROM pgr WHERE task = ?",
                                  [DOMAIN_TASK]).fetchall()
+        correct = _accepted_correct(con)
+        run_of = con.execute("SELECT generator, run_id FROM pgr WHERE task = ?",
+                             [DOMAIN_TASK]).fetchall()
         dirty = {g for g, cur in con.execute(
             "SELECT DISTINCT p.generator, r.curation FROM pgr p JOIN runs r USING (run_id) "
             "WHERE p.task = ?", [DOMAIN_TASK]).fetchall() if not run_decontaminated(cur)}
@@ -89,7 +95,17 @@ def overall(store: Store) -> list[dict[str, Any]]:
         r["separable"] = (_separable(reps[rows[i - 1]["generator"]], reps[r["generator"]])
                           if i else None)
         r["decontaminated"] = r["generator"] not in dirty  # every cell of it was
+        vals = [correct[rid] for g, rid in run_of if g == r["generator"] and rid in correct]
+        r["accepted_correct"] = sum(vals) / len(vals) if vals else None
     return rows
+
+
+def _accepted_correct(con: Any) -> dict[str, float]:
+    """Per run, the share of accepted rows verified correct (the stats metric); read here
+    rather than in the views, which predate it."""
+    return {rid: v for rid, v in con.execute(
+        "SELECT run_id, value FROM intrinsic_latest WHERE metric = 'accepted_correct' "
+        "AND value IS NOT NULL").fetchall()}
 
 
 def _separable(a: Any, b: Any) -> bool:

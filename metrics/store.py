@@ -217,11 +217,14 @@ class Store:
                 [run_id],
             ))
             lat = con.execute(
-                "SELECT median(latency_s), quantile_cont(latency_s, 0.95) FROM requests "
-                "WHERE run_id = ? AND status = 'ok'",
+                "SELECT median(latency_s), quantile_cont(latency_s, 0.95), sum(latency_s) "
+                "FROM requests WHERE run_id = ?",
                 [run_id],
             ).fetchone()
-            summary["latency_p50_s"], summary["latency_p95_s"] = lat if lat else (None, None)
+            # latency_sum_s: for a batched (in-process) backend each answer's latency is its
+            # share of its batch's wall time, so the sum is the run's compute time
+            (summary["latency_p50_s"], summary["latency_p95_s"],
+             summary["latency_sum_s"]) = lat if lat else (None, None, None)
         return summary
 
     # -- requests and the cross-run cache -----------------------------------------------------

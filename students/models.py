@@ -150,7 +150,7 @@ def scratch_model(spec: ScratchModel, tok: Any, max_length: int, seed: int) -> A
     config = LlamaConfig(
         vocab_size=len(tok), hidden_size=spec.hidden_size, num_hidden_layers=spec.num_layers,
         num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_heads,
-        intermediate_size=spec.intermediate_size, max_position_embeddings=max(max_length, 64),
+        intermediate_size=spec.intermediate_size, max_position_embeddings=max(max_length, 4096),
         tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
         bos_token_id=None,
     )

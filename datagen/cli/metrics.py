@@ -34,6 +34,9 @@ def metrics_command(
         "response quality, 1-5.")] = None,
     judge_items: Annotated[int | None, typer.Option(
         help="Judge a seeded sample of at most this many rows.")] = None,
+    issue_bias: Annotated[str | None, typer.Option(
+        "--issue-bias", help="Stance judge spec: issue bias of a template-expansion run "
+        "(IssueBench), per issue and overall.")] = None,
     reward: Annotated[str | None, typer.Option(
         "--reward", help="Reward model (folder or hub id) for a reward score per row.")] = None,
     perplexity: Annotated[str | None, typer.Option(
@@ -51,6 +54,9 @@ def metrics_command(
     if judge:
         families.append("judge")
         configs["judge"] = {"judge": load_spec(judge), "max_items": judge_items}
+    if issue_bias:
+        families.append("issue-bias")
+        configs["issue-bias"] = {"judge": load_spec(issue_bias), "max_items": judge_items}
     if reward:
         families.append("reward")
         configs["reward"] = {"model": reward}
@@ -58,7 +64,8 @@ def metrics_command(
         families.append("perplexity")
         configs["perplexity"] = {"model": perplexity}
     if not families:
-        err.print("nothing to compute: add --diversity, --judge, --reward or --perplexity")
+        err.print("nothing to compute: add --diversity, --judge, --issue-bias, --reward or "
+                  "--perplexity")
         raise typer.Exit(2)
     results = api.compute_metrics(run_id, families, configs=configs, force=force,
                                   progress=False if st.quiet else None, workspace=st.workspace)
@@ -74,6 +81,22 @@ def metrics_command(
             t.add_row("", styled(("missing", "dim")), "", str(sum(missing.values())),
                       ", ".join(f"{k}: {v}" for k, v in missing.items()))
     out.print(t)
+    if issue_bias:
+        out.print(issue_table(api.issue_table(run_id, workspace=st.workspace)))
+
+
+def issue_table(rows: list[dict[str, Any]]) -> Table:
+    """Per issue: how many responses were judged, the share of each stance, the tendency
+    (pro minus con share) and whether one side holds more than two thirds."""
+    t = Table(box=None, title="stance per issue (1 pro ... 5 con)", title_justify="left")
+    for col in ("issue", "n", "1", "2", "3", "4", "5", "refusal", "tendency", ""):
+        t.add_column(col, justify="left" if col in ("issue", "") else "right")
+    for r in rows:
+        sh = r["shares"]
+        t.add_row(r["issue"], str(r["n"]), *(_f(sh[k]) for k in ("1", "2", "3", "4", "5")),
+                  _f(sh["refusal"]), _f(r["tendency"], "+.2f"),
+                  "one-sided" if r["one_sided"] else "")
+    return t
 
 
 def pgr_command(
@@ -152,7 +175,10 @@ def leaderboard_table(rows: list[dict[str, Any]], by: str = "cell", width: int =
     cols = ["#", "generator"] + (["method", "domain"] if show_cell else
                                  ["cells"] if by != "cell" else [])
     cols += ["PGR", "95% CI", ""]
-    cols += ["quality", "difficulty", "diversity", "valid", "cost $", "PGR/$"] if wide else [
+    bias = wide and any(r.get("issue_bias") is not None for r in rows)
+    correct = wide and any(r.get("accepted_correct") is not None for r in rows)
+    cols += ["quality", "difficulty", "diversity"] + (["issue bias"] if bias else []) + (
+        ["correct"] if correct else []) + ["valid", "cost $", "PGR/$"] if wide else [
         "valid", "cost $"]
     for c in cols:
         t.add_column(c, justify="left" if c in ("generator", "method", "domain", "") else
@@ -169,7 +195,10 @@ def leaderboard_table(rows: list[dict[str, Any]], by: str = "cell", width: int =
                  sep]
         if wide:
             t.add_row(*head, _f(r.get("quality")), _f(r.get("difficulty")),
-                      _f(r.get("response_diversity"), ".3f"), _f(r.get("validity_rate")),
+                      _f(r.get("response_diversity"), ".3f"),
+                      *([_f(r.get("issue_bias"))] if bias else []),
+                      *([_f(r.get("accepted_correct"))] if correct else []),
+                      _f(r.get("validity_rate")),
                       _f(r.get("cost_usd"), ".4f"), _f(r.get("pgr_per_dollar"), ".1f"))
         else:
             t.add_row(*head, _f(r.get("validity_rate")), _f(r.get("cost_usd"), ".4f"))

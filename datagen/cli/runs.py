@@ -207,6 +207,9 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="Run id or a unique pre
         ("rows kept", f"{_s(r['n_valid'])} of {_s(r['n_instances'])}"),
         ("tokens", f"{_s(r['prompt_tokens'])} prompt + {_s(r['completion_tokens'])} completion"),
         ("cost", f"${r['cost_usd'] or 0:.4f}"),
+        *([("compute", f"{r['compute_s']:.1f} s of the machine"
+            + (f", {r['tokens_per_s']:.1f} output tokens/s" if r.get("tokens_per_s") else ""))]
+          if r.get("compute_s") else []),
         ("latency", f"p50 {_f(r['latency_p50_s'])} s, p95 {_f(r['latency_p95_s'])} s"),
     ]:
         t.add_row(styled((k, "bold")), str(v))

@@ -91,6 +91,14 @@ class Domain:
               tests: list[str]) -> Verdict:
         return Verdict(True)
 
+    def correct(self, response: str, verdict: Verdict, seed: dict[str, Any]
+                ) -> tuple[bool | None, str]:
+        """Whether a valid response is verified correct against its seed: (True, ""),
+        (False, why) or (None, why it cannot be verified: the seed has nothing to check it
+        against). The data side of rejection sampling and RLVR: see ``verify`` on the
+        AgoraBench methods."""
+        return None, f"the {self.name} domain has no verifier"
+
 
 DOMAINS: Registry[type[Domain]] = Registry("domain", "datagen.domains")
 
@@ -108,6 +116,20 @@ class GeneralDomain(Domain):
             return _reject("response contains template sections")
         return Verdict(True)
 
+    def correct(self, response: str, verdict: Verdict, seed: dict[str, Any]
+                ) -> tuple[bool | None, str]:
+        """IFEval-style seeds (``instruction_id_list`` and ``kwargs``): every instruction is
+        followed, by the same strict checks the ifeval task scores with."""
+        from generators.domains import ifeval_checks as checks
+
+        ids, kwargs = seed.get("instruction_id_list"), seed.get("kwargs")
+        if not ids or kwargs is None:
+            return None, "the seed has no instruction checks (instruction_id_list, kwargs)"
+        kws = [checks.clean_kwargs(k) for k in kwargs]
+        missed = [i for i, kw in zip(ids, kws) if not checks.follows(i, kw, response)]
+        return (False, f"instructions not followed: {', '.join(missed)}") if missed else (
+            True, "")
+
 
 class MathDomain(Domain):
     name = "math"
@@ -120,6 +142,20 @@ class MathDomain(Domain):
         if answer is None or not normalize_answer(answer):
             return _reject("no final answer (#### or \\boxed{})")
         return Verdict(True, meta={"answer": normalize_answer(answer)})
+
+    def correct(self, response: str, verdict: Verdict, seed: dict[str, Any]
+                ) -> tuple[bool | None, str]:
+        """The final answer equals the seed's gold answer (its ``answer`` column, else the
+        final answer of its reference solution), compared as the math tasks score."""
+        from generators.domains.math import answers_match, extract_answer
+
+        gold = seed.get("answer") or extract_answer(str(seed.get("response") or ""))
+        if not gold:
+            return None, "the seed has no gold answer"
+        gold = extract_answer(str(gold)) or str(gold)  # "... #### 18" -> "18"
+        got = verdict.meta.get("answer", "")
+        return (True, "") if answers_match(got, gold) else (
+            False, f"wrong answer: {got[:40]} (gold {gold[:40]})")
 
 
 _INTEGER = re.compile(r"-?\d+")
@@ -141,6 +177,14 @@ class ArithmeticDomain(Domain):
         if answer is None:
             return _reject("no integer answer")
         return Verdict(True, meta={"answer": answer})
+
+    def correct(self, response: str, verdict: Verdict, seed: dict[str, Any]
+                ) -> tuple[bool | None, str]:
+        gold = last_integer(str(seed.get("answer") or seed.get("response") or ""))
+        if gold is None:
+            return None, "the seed has no gold answer"
+        got = verdict.meta.get("answer")
+        return (True, "") if got == gold else (False, f"wrong answer: {got} (gold {gold})")
 
 
 def code_blocks(text: str) -> list[str]:
@@ -192,3 +236,11 @@ class CodeDomain(Domain):
             last = detail[-1][:120] if detail else result.status
             return _reject(f"tests {result.status}: {last}")
         return Verdict(True, meta={**meta, "tested": True})
+
+    def correct(self, response: str, verdict: Verdict, seed: dict[str, Any]
+                ) -> tuple[bool | None, str]:
+        """Passes the seed's tests (run by :meth:`check`; a failing response is already
+        rejected there, so a valid one was correct or untested)."""
+        if verdict.meta.get("tested"):
+            return True, ""
+        return None, "the seed has no tests"

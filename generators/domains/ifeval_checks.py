@@ -39,7 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from datagen_core.errors import InputError
-from students.tasks import ifeval_text
+from generators.domains import ifeval_text
 
 Check = Callable[..., bool]
 CHECKS: dict[str, Check] = {}

@@ -1,7 +1,9 @@
 """AgoraBench response generation: a response for each seed instruction, checked by the
-domain's validator."""
+domain's validator and, with ``verify``, against the seed itself (rejection sampling)."""
 
 from __future__ import annotations
+
+from pydantic import Field
 
 from datagen_core.records import GenRequest, GenResponse, Instance, Message
 from generators.domains.base import get_domain
@@ -15,12 +17,26 @@ from generators.methods.seeded import (
 )
 
 
+class ResponseGenerationArgs(SeededArgs):
+    verify: bool = Field(
+        False, description="keep a response only if it is verified correct against its seed: "
+        "the gold final answer (math, arithmetic), the seed's tests (code), its IFEval-style "
+        "instruction checks (general); a row that cannot be verified is rejected too")
+
+
 class ResponseGeneration(SeededMethod):
-    """A response for each seed instruction."""
+    """A response for each seed instruction.
+
+    AgoraBench keeps every well-formed response ("without filtering", §2 of the paper; its
+    released code checks the format only). ``verify`` is this project's addition, the data
+    side of rejection sampling and RLVR: only responses verified correct against the seed are
+    kept, and the rejection reasons count the rest. Whenever the seed allows a check, each row
+    records ``correct`` (the ``accepted_correct`` intrinsic metric)."""
 
     name = "response-generation"
     version = "1"
-    Args = SeededArgs
+    Args = ResponseGenerationArgs
+    args: ResponseGenerationArgs
 
     def requests(self, ctx: MethodContext) -> list[GenRequest]:
         tpl = prompt_template(self.name, self.domain_name(ctx))
@@ -38,6 +54,13 @@ class ResponseGeneration(SeededMethod):
             text = text[len("response:"):].strip()
         meta = {"seed_id": seed["id"], "key": response.key}
         reason = response_problem(response)
-        verdict = None if reason else get_domain(self.domain_name(ctx)).validate(
-            seed["instruction"], text, row=seed)
+        domain = get_domain(self.domain_name(ctx))
+        verdict = None if reason else domain.validate(seed["instruction"], text, row=seed)
+        if verdict is not None and verdict.ok:
+            # correctness is recorded whenever the seed allows it (the accepted_correct metric);
+            # with verify on, only verified-correct responses are kept
+            ok, why = domain.correct(text, verdict, seed)
+            meta["correct"] = ok
+            if self.args.verify and not ok:
+                reason = why if ok is False else f"not verifiable: {why}"
         return make_instance(index, seed["instruction"], text, verdict, reason, meta)

@@ -31,6 +31,9 @@ _COLUMN_GUESSES = {
 }
 
 
+_VERIFY_FIELDS = ("answer", "instruction_id_list", "kwargs")
+
+
 def prompt_template(method: str, domain: str) -> Template:
     path = resources.files("generators.prompts").joinpath(method, f"{domain}.txt")
     if not path.is_file():
@@ -62,6 +65,10 @@ def seed_rows(rows: list[dict[str, Any]], columns: dict[str, str] | None, source
             seed["response"] = str(row[chosen["response"]])
         if "tests" in chosen:
             seed["tests"] = parse_tests(row.get(chosen["tests"]))
+        # what verification checks a response against (a gold answer, IFEval-style checks)
+        for key in _VERIFY_FIELDS:
+            if key in row and row[key] is not None and chosen.get("response") != key:
+                seed[key] = row[key]
         out.append(seed)
     return out
 

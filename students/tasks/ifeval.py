@@ -18,7 +18,7 @@ from typing import Any
 
 from datagen_core.errors import InputError
 from datagen_core.records import GenResponse
-from students.tasks import ifeval_checks as checks
+from generators.domains import ifeval_checks as checks
 from students.tasks.base import EvalItem, ItemScore, ScoreContext, Task, failed_generation
 
 

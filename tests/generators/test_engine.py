@@ -165,3 +165,32 @@ async def test_cost_uses_the_price_table_or_the_spec_override(tmp_path):
     # 2 prompt words at $1/token + 3 completion words at $2/token
     assert out[0].cost_usd == pytest.approx(2 * 1 + 3 * 2)
     assert e.stats.cost_usd == pytest.approx(8)
+
+
+class _BatchedFake(FakeBackend):
+    """An in-process engine's shape (one batch at a time), scripted: as hf: and vllm: are."""
+
+    batched = True
+
+    async def complete_batch(self, requests, sampling):
+        return [await FakeBackend.complete(self, q, s) for q, s in zip(requests, sampling)]
+
+
+@pytest.mark.parametrize("batched", [True, False])
+async def test_a_price_per_hour_charges_each_answer_its_compute_time(tmp_path, batched):
+    spec = GeneratorSpec.parse("fake:local", price={"per_hour": 3.6},
+                               limits={"concurrency": 4, "batch_size": 4},
+                               options={"delay_s": 0.02})
+    backend = (_BatchedFake if batched else FakeBackend)(spec)
+    reqs = [GenRequest(messages=[Message(role="user", content=f"q{i}")]) for i in range(8)]
+    async with Engine(spec, backend=backend, log_path=tmp_path / "r.jsonl",
+                      progress=False) as eng:
+        out = await eng.generate(reqs)
+    for r in out:
+        # $3.60 an hour is $0.001 a second: a batch answer is charged its share of the batch's
+        # wall time (its latency), a server answer its latency over the concurrency
+        share = r.latency_s if batched else r.latency_s / 4
+        assert r.cost_usd == pytest.approx(share * 0.001)
+        assert r.latency_s > 0.015  # 0.02 s per answer (in a batch: 0.08 s over four)
+    assert eng.stats.cost_usd == pytest.approx(sum(r.cost_usd for r in out))
+    assert eng.stats.cost_usd > 0

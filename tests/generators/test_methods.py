@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import orjson
 import pytest
 
 from datagen import api
@@ -162,3 +163,65 @@ def test_every_method_and_domain_runs_offline_with_builtin_seeds(method, domain)
     assert len(res.instances) == 3
     assert res.instances[0].valid, res.instances[0].reject_reason
     assert (res.run_dir / "data.parquet").exists()
+
+
+# -- verified responses (rejection sampling) ---------------------------------------------------
+def _verify_run(tmp_path, domain, rows, responder, verify):
+    src = tmp_path / f"{domain}-{verify}.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    return run("response-generation", domain, responder, source=str(src), verify=verify)[0]
+
+
+def test_verified_math_responses_match_the_seed_gold_answer(tmp_path):
+    rows = [{"question": "Tom has 3 apples and buys 4 more. How many apples?", "answer": "#### 7"},
+            {"question": "A pen costs 2 dollars. What do 5 pens cost?", "answer": "#### 10"},
+            {"question": "What is half of 18 apples, in apples?", "solution": "It is 9."}]
+
+    def responder(q):  # right on the first, wrong on the second
+        return "3 + 4 = 7.\n#### 7" if "Tom" in q.messages[-1].content else "#### 12"
+
+    kept_all = _verify_run(tmp_path, "math", rows, responder, verify=False)
+    assert [x.valid for x in kept_all.instances] == [True, True, True]
+    assert [x.meta["correct"] for x in kept_all.instances] == [True, False, None]
+
+    verified = _verify_run(tmp_path, "math", rows, responder, verify=True)
+    assert [x.valid for x in verified.instances] == [True, False, False]
+    assert verified.instances[1].reject_reason == "wrong answer: 12 (gold 10)"
+    assert verified.instances[2].reject_reason == "not verifiable: the seed has no gold answer"
+    # the acceptance rate is the run's kept share; accepted_correct the intrinsic metric
+    assert api.show_run(verified.run_id)["n_valid"] == 1
+    api.compute_metrics(kept_all.run_id, ["stats"])
+    assert api.intrinsic_values(kept_all.run_id)["accepted_correct"] == (0.5, 2)
+
+
+def test_verified_code_responses_pass_the_seed_tests(tmp_path):
+    rows = [{"instruction": "Write a function `add(a, b)` that returns the sum of a and b.",
+             "tests": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]},
+            {"instruction": "Write a function `sub(a, b)` that returns a minus b."}]
+
+    def responder(q):
+        name, op = ("add", "+") if "add(" in q.messages[-1].content else ("sub", "-")
+        return f"Easy.\n```python\ndef {name}(a, b):\n    return a {op} b\n```"
+
+    plain = _verify_run(tmp_path, "code", rows, responder, verify=False)
+    assert [x.meta["correct"] for x in plain.instances] == [True, None]
+    verified = _verify_run(tmp_path, "code", rows, responder, verify=True)
+    assert [x.valid for x in verified.instances] == [True, False]
+    assert verified.instances[1].reject_reason == "not verifiable: the seed has no tests"
+
+
+def test_verified_general_responses_follow_the_seed_instruction_checks(tmp_path):
+    rows = [{"prompt": "Describe a cat. Your entire response must be in lowercase letters.",
+             "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]},
+            {"prompt": "Describe a dog. Your entire response must be in lowercase letters.",
+             "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]}]
+
+    def responder(q):
+        return ("a small quiet animal that naps." if "cat" in q.messages[-1].content
+                else "A Loyal Friend Who Barks.")
+
+    verified = _verify_run(tmp_path, "general", rows, responder, verify=True)
+    assert [x.valid for x in verified.instances] == [True, False]
+    assert verified.instances[1].reject_reason == (
+        "instructions not followed: change_case:english_lowercase")
+    assert [x.meta["correct"] for x in verified.instances] == [True, False]

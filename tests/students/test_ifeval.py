@@ -8,8 +8,8 @@ import pytest
 
 from datagen_core.errors import InputError
 from datagen_core.records import GenResponse
+from generators.domains import ifeval_checks as checks
 from students.tasks import ScoreContext, get_task
-from students.tasks import ifeval_checks as checks
 from tests.conftest import ASSETS
 
 LOREM = " ".join(["word"] * 40)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from datagen_core.errors import InputError
-from students.tasks import ifeval_checks as checks
-from students.tasks.ifeval_text import capital_words, count_sentences
+from generators.domains import ifeval_checks as checks
+from generators.domains.ifeval_text import capital_words, count_sentences
 
 SEVENTEEN = '"' + " ".join(f"Sentence number {i} is here." for i in range(1, 18)) + '"'
 
