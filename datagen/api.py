@@ -51,6 +51,7 @@ from metrics.facade import (
     compute_metrics,
     compute_pgr,
     intrinsic_values,
+    issue_table,
     leaderboard,
     write_report,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "export_run",
     "generate",
     "intrinsic_values",
+    "issue_table",
     "leaderboard",
     "list_runs",
     "list_students",

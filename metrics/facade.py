@@ -6,6 +6,7 @@ Each function takes an optional ``workspace`` (default: ``$DATAGEN_WORKSPACE`` o
     from datagen import api   # the same functions, re-exported by the facade
     api.compute_metrics(run_id, ["stats", "diversity"])
     api.compute_metrics(run_id, ["judge"], judge="openai:gpt-4o-mini")
+    api.compute_metrics(run_id, ["issue-bias"], judge="openai:gpt-4o-mini")  # stance judge
     api.compute_pgr(run_id, students=["ev-student"], base="ev-base", reference="ev-ref")
     api.leaderboard(by="overall")
     api.write_report("report.html")
@@ -43,18 +44,19 @@ def compute_metrics(
 ) -> list[IntrinsicResult]:
     """Compute intrinsic metric families for a run (id or unique prefix) and store them.
 
-    ``judge``, ``reward_model`` and ``perplexity_model`` fill the main setting of the ``judge``,
-    ``reward`` and ``perplexity`` families; ``configs`` gives any family's full settings (e.g.
-    ``{"diversity": {"sample": 500}}``). ``backends`` maps a judge spec's label to a ready
-    backend (tests, custom clients). A family already stored with the same configuration and
-    data is not recomputed unless ``force``.
+    ``judge``, ``reward_model`` and ``perplexity_model`` fill the main setting of the ``judge``
+    (and ``issue-bias``: its stance judge), ``reward`` and ``perplexity`` families; ``configs``
+    gives any family's full settings (e.g. ``{"diversity": {"sample": 500}}``). ``backends``
+    maps a judge spec's label to a ready backend (tests, custom clients). A family already
+    stored with the same configuration and data is not recomputed unless ``force``.
     """
     from metrics.intrinsic import compute_intrinsic
 
     ws, store = _store(workspace)
     rid = store.resolve_run(run_id)
     settings: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (configs or {}).items()}
-    for family, key, value in (("judge", "judge", judge), ("reward", "model", reward_model),
+    for family, key, value in (("judge", "judge", judge), ("issue-bias", "judge", judge),
+                               ("reward", "model", reward_model),
                                ("perplexity", "model", perplexity_model)):
         if value is not None:
             settings.setdefault(family, {})[key] = value
@@ -70,6 +72,15 @@ def intrinsic_values(run_id: str, workspace: str | Path | None = None
 
     _, store = _store(workspace)
     return read_values(store, store.resolve_run(run_id))
+
+
+def issue_table(run_id: str, workspace: str | Path | None = None) -> list[dict[str, Any]]:
+    """Per issue of a run, from its latest ``issue-bias`` computation: judged responses, the
+    share of each stance, the tendency (pro minus con share) and whether it is one-sided."""
+    from metrics import issue_bias
+
+    _, store = _store(workspace)
+    return issue_bias.issue_table(store, store.resolve_run(run_id))
 
 
 def compute_pgr(

@@ -289,4 +289,83 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        8,
+        "issue bias beside PGR",
+        # The issue-bias metric family (metrics.issue_bias) as columns of run_intrinsic, so the
+        # leaderboard views show it beside PGR; the overall view averages issue_bias over a
+        # generator's cells that have it. The other columns are unchanged.
+        """
+        CREATE OR REPLACE VIEW run_intrinsic AS
+        SELECT run_id,
+            max(value) FILTER (WHERE metric = 'difficulty') AS difficulty,
+            max(value) FILTER (WHERE metric = 'quality') AS quality,
+            max(value) FILTER (WHERE metric = 'reward') AS reward,
+            max(value) FILTER (WHERE metric = 'perplexity') AS perplexity,
+            max(value) FILTER (WHERE metric = 'instruction_diversity') AS instruction_diversity,
+            max(value) FILTER (WHERE metric = 'response_diversity') AS response_diversity,
+            max(value) FILTER (WHERE metric = 'distinct_1') AS distinct_1,
+            max(value) FILTER (WHERE metric = 'distinct_2') AS distinct_2,
+            max(value) FILTER (WHERE metric = 'distinct_3') AS distinct_3,
+            max(value) FILTER (WHERE metric = 'validity_rate') AS validity_rate,
+            max(value) FILTER (WHERE metric = 'duplicate_rate') AS duplicate_rate,
+            max(value) FILTER (WHERE metric = 'contamination_rate') AS contamination_rate,
+            max(value) FILTER (WHERE metric = 'instruction_chars') AS instruction_chars,
+            max(value) FILTER (WHERE metric = 'response_chars') AS response_chars,
+            max(value) FILTER (WHERE metric = 'tokens_per_instance') AS tokens_per_instance,
+            max(value) FILTER (WHERE metric = 'cost_per_instance') AS cost_per_instance,
+            max(value) FILTER (WHERE metric = 'issue_bias') AS issue_bias,
+            max(value) FILTER (WHERE metric = 'issue_one_sided') AS issue_one_sided,
+            max(value) FILTER (WHERE metric = 'issue_refusal_rate') AS issue_refusal_rate
+        FROM intrinsic_latest GROUP BY run_id;
+        CREATE OR REPLACE VIEW leaderboard AS
+        SELECT p.method, p.domain,
+            rank() OVER (PARTITION BY p.method, p.domain ORDER BY p.pgr DESC) AS rank,
+            p.generator, p.run_id, p.pgr, p.ci_low, p.ci_high, p.n_items,
+            p.base_model, p.reference_model, r.n_valid, r.cost_usd,
+            p.pgr / nullif(r.cost_usd, 0) AS pgr_per_dollar,
+            i.* EXCLUDE (run_id)
+        FROM pgr p
+        LEFT JOIN runs r USING (run_id)
+        LEFT JOIN run_intrinsic i USING (run_id)
+        WHERE p.task = '*';
+        CREATE OR REPLACE VIEW leaderboard_overall AS
+        WITH cells AS (SELECT * FROM pgr WHERE task = '*'),
+        sized AS (  -- replicate b of every cell, up to the generator's shortest vector
+            SELECT generator, list_slice(boot, 1, min(len(boot)) OVER (PARTITION BY generator))
+                   AS boot
+            FROM cells
+        ),
+        reps AS (
+            SELECT generator, b, avg(v) AS v
+            FROM (SELECT generator, unnest(boot) AS v, unnest(range(len(boot))) AS b
+                  FROM sized)
+            GROUP BY generator, b
+        ),
+        ci AS (
+            SELECT generator, quantile_cont(v, 0.025) AS ci_low,
+                   quantile_cont(v, 0.975) AS ci_high
+            FROM reps GROUP BY generator
+        ),
+        agg AS (
+            SELECT c.generator, avg(c.pgr) AS pgr, count(*) AS n_cells,
+                sum(r.n_valid) AS n_valid, sum(r.cost_usd) AS cost_usd,
+                avg(i.quality) AS quality, avg(i.difficulty) AS difficulty,
+                avg(i.reward) AS reward, avg(i.perplexity) AS perplexity,
+                avg(i.instruction_diversity) AS instruction_diversity,
+                avg(i.response_diversity) AS response_diversity,
+                avg(i.validity_rate) AS validity_rate,
+                avg(i.issue_bias) AS issue_bias
+            FROM cells c
+            LEFT JOIN runs r USING (run_id)
+            LEFT JOIN run_intrinsic i USING (run_id)
+            GROUP BY c.generator
+        )
+        SELECT rank() OVER (ORDER BY agg.pgr DESC) AS rank, agg.generator, agg.pgr,
+            ci.ci_low, ci.ci_high, agg.n_cells, agg.n_valid, agg.cost_usd,
+            agg.pgr / nullif(agg.cost_usd, 0) AS pgr_per_dollar,
+            agg.* EXCLUDE (generator, pgr, n_cells, n_valid, cost_usd)
+        FROM agg LEFT JOIN ci USING (generator);
+        """,
+    ),
 ]
