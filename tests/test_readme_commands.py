@@ -113,6 +113,9 @@ RUN: dict[str, Run] = {
 ECHO_IS_NOT_DATA = (
     "a hosted API; the loopback server's echoes are no valid instance for this method, and a run "
     "that keeps no row exits 1; scripted replies cover it in ")
+SERVE_BLOCKS = (
+    "serves until Ctrl-C; tests/serve runs `datagen serve` on a free port over a workspace it "
+    "builds and drives every page with headless Chromium")
 SKIP: dict[str, str] = {
     "datagen bench configs/bench/quickstart.yaml":
         "the quickstart trains and evaluates SmolLM2 students (minutes): run by the slow test "
@@ -141,6 +144,8 @@ SKIP: dict[str, str] = {
     "datagen eval hf:smollm2 -t ifeval -t mbpp":
         "SmolLM2 on all of IFEval and MBPP (over 1,000 greedy generations on a CPU); "
         "hf:smollm2 evaluation is covered by tests/students/test_evaluate.py",
+    "datagen serve": SERVE_BLOCKS,
+    "datagen -w datagen-workspace/bench/quickstart serve --port 8800": SERVE_BLOCKS,
 }
 
 
