@@ -40,6 +40,7 @@ from datagen_core.errors import ConfigError, DatagenError, InputError
 from datagen_core.fingerprint import stable_hash
 from datagen_core.secrets import redact
 from datagen_core.workspace import Workspace
+from students.recipes import SCRATCH, Recipe, load_recipe
 
 log = logging.getLogger("datagen.bench")
 
@@ -128,16 +129,19 @@ class _Runner:
         self.progress = progress
         self.reporter = reporter
         self.steps: list[StepRecord] = []
+        self.recipe = load_recipe(suite.student.recipe, **suite.student.overrides)
         self.total = self._count_steps()
         self._ray = contextlib.ExitStack()
         self._ray_started = False
-        from students.recipes import load_recipe
 
-        self.recipe = load_recipe(suite.student.recipe, **suite.student.overrides)
+    def _scratch_base(self, domain: str) -> bool:
+        return (self.suite.base_for(domain).kind == "untrained"
+                and self.recipe.base_model == SCRATCH)
 
     def _count_steps(self) -> int:
         s = self.suite
-        per_domain = sum(1 + (2 if s.reference_for(d).kind == "gold" else 1) for d in s.domains)
+        per_domain = sum(1 + (2 if s.reference_for(d).kind == "gold" else 1)
+                         + self._scratch_base(d) for d in s.domains)
         return per_domain + 5 * len(s.cells()) + 1
 
     # -- step bookkeeping --------------------------------------------------------------------
@@ -200,9 +204,17 @@ class _Runner:
         else:
             assert ref.model is not None
             ref_model = ref.model
+        base = self.suite.base_for(domain)
+        base_student: str | None = None
+        if self._scratch_base(domain):
+            # a scratch model has no tokenizer until it sees data: the untrained base is the
+            # recipe's model after 0 steps on the domain's gold rows (random weights)
+            with self.step(cell, "build untrained base") as rec:
+                base_student = await self.train_student(
+                    self.gold_data(domain), rec, self.recipe.model_copy(update={"max_steps": 0}))
         with self.step(cell, "evaluate base") as rec:
-            base_ids = await self.evaluate(self.baseline_model(self.suite.base_for(domain)),
-                                           domain, rec, student_id=None)
+            base_ids = await self.evaluate(base_student or self.baseline_model(base),
+                                           domain, rec, student_id=base_student)
         with self.step(cell, "evaluate reference") as rec:
             ref_ids = await self.evaluate(ref_model, domain, rec,
                                           student_id=ref_model if ref.kind == "gold" else None)
@@ -296,19 +308,21 @@ class _Runner:
             rec.status = "reused"
         rec.detail = ", ".join(r.metric for r in results)
 
-    async def train_student(self, data: str | Path, rec: StepRecord) -> str:
+    async def train_student(self, data: str | Path, rec: StepRecord,
+                            recipe: Recipe | None = None) -> str:
         from datagen.training import train
         from students.train import read_manifest, resolve_data, student_id
 
-        ref = resolve_data(data, self.recipe.kind, self.ws)
-        sid = student_id(self.recipe, ref)
+        recipe = recipe or self.recipe
+        ref = resolve_data(data, recipe.kind, self.ws)
+        sid = student_id(recipe, ref)
         done = read_manifest(self.ws, sid)
         if done is not None and done.status == "finished":
             rec.status, rec.detail = "reused", f"student {sid}"
         else:
             self.ray()
             out = await asyncio.to_thread(  # training blocks (Ray, or torch in this process)
-                train, data, self.recipe, self.ws.root, self.ray_address,
+                train, data, recipe, self.ws.root, self.ray_address,
                 use_ray=self.suite.resources.use_ray,
                 timeout_s=self.suite.resources.train_timeout_s)
             loss = f", final loss {out.final_loss:.3f}" if out.final_loss is not None else ""
@@ -348,10 +362,12 @@ class _Runner:
                 except _StepFailed as e:
                     result.baseline_errors[d] = str(e)
                     done = {r.step for r in self.steps if r.cell == f"baselines · {d}"}
-                    self.skip(f"baselines · {d}", [x for x in ("train reference",
-                              "evaluate base", "evaluate reference") if x not in done
-                              and (x != "train reference" or s.reference_for(d).kind == "gold")],
-                              "an earlier baseline step failed")
+                    self.skip(f"baselines · {d}", [x for x in (
+                        "train reference", "build untrained base", "evaluate base",
+                        "evaluate reference") if x not in done
+                        and (x != "train reference" or s.reference_for(d).kind == "gold")
+                        and (x != "build untrained base" or self._scratch_base(d))],
+                        "an earlier baseline step failed")
             for (g, m, d), cell in zip(s.cells(), cells):
                 await self.run_cell(g, m, d, cell, baselines.get(d),
                                     result.baseline_errors.get(d))
@@ -389,7 +405,9 @@ class _Runner:
                                   students=cell.eval_ids, n_boot=self.suite.n_boot,
                                   workspace=self.ws.root)
                 cell.pgr, cell.ci = res.pgr, (res.ci_low, res.ci_high)
-                rec.detail = f"PGR {res.pgr:.1f} [{res.ci_low:.1f}, {res.ci_high:.1f}]"
+                rec.detail = f"PGR {res.pgr:.1f} [{res.ci_low:.1f}, {res.ci_high:.1f}]" + (
+                    f" (without {', '.join(sorted(res.skipped))}: no PGR there)"
+                    if res.skipped else "")
         except _StepFailed as e:
             cell.error, cell.failed_step = str(e), current
             self.skip(label, order[order.index(current) + 1:], f"{current} failed")

@@ -178,7 +178,7 @@ async def aplan_bench(suite: Suite, workspace: str | Path | None = None) -> Benc
 
 
 async def _plan(suite: Suite, root: Path) -> BenchPlan:
-    from students.recipes import load_recipe
+    from students.recipes import SCRATCH, load_recipe
     from students.tasks.base import get_task
 
     seeds = _seed_sources(suite)
@@ -193,6 +193,9 @@ async def _plan(suite: Suite, root: Path) -> BenchPlan:
             students.append((f"gold {d} seeds ({suite.domain_n(d)} rows): the reference",
                              recipe.label))
         base = suite.base_for(d)
+        if base.kind == "untrained" and recipe.base_model == SCRATCH:
+            students.append((f"untrained {d} base: 0 steps on the gold seeds' tokenizer",
+                             recipe.label))
         models = [f"base ({base.model or recipe.base_model})",
                   f"reference ({ref.model or 'gold student'})"]
         models += [f"student of {c.generator} · {c.method}" for c in cells if c.domain == d]

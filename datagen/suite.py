@@ -190,7 +190,7 @@ def check_suite(suite: Suite, where: str = "suite") -> None:
     from generators.methods.base import METHODS
     from generators.specs import load_spec
     from metrics.intrinsic import METRICS
-    from students.recipes import SCRATCH, load_recipe
+    from students.recipes import load_recipe
     from students.tasks.base import TASKS
 
     def fail(key: str, msg: str) -> None:
@@ -260,9 +260,6 @@ def check_suite(suite: Suite, where: str = "suite") -> None:
                 fail(key, "gold is a reference; the base is 'untrained' or {model: SPEC}")
             if b.kind == "untrained" and role == "reference":
                 fail(key, "the reference must beat the base: use gold or {model: SPEC}")
-            if b.kind == "untrained" and recipe.base_model == SCRATCH:
-                fail(key, "an untrained scratch model cannot be evaluated (it has no tokenizer "
-                     "until trained): give {model: SPEC}")
     if suite.base == suite.reference:
         fail("reference", "the same as the base: PGR would be undefined")
     from datagen.hygiene import check_hygiene

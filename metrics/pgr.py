@@ -76,6 +76,8 @@ class PGRResult:
     ci_low: float
     ci_high: float
     n_items: int
+    #: tasks left out of the domain PGR, with why (no gap to recover, nothing scored)
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 # -- arithmetic ------------------------------------------------------------------------------------
@@ -158,6 +160,11 @@ def task_pgr(student: EvalScores, base: EvalScores, reference: EvalScores, *, n_
             f"PGR is undefined on {task}: the reference ({_label(reference)}) and the base "
             f"({_label(base)}) both score {bm:.4f} on the {len(shared)} shared items; name a "
             "reference that beats the base")
+    if rm < bm:  # the "gap" would point the wrong way: a student worse than the base would
+        # recover part of it, and one equal to the reference would score 100
+        raise DegeneratePGRError(
+            f"PGR is undefined on {task}: the reference ({_label(reference)}) scores {rm:.4f}, "
+            f"below the base ({_label(base)}, {bm:.4f}) on the {len(shared)} shared items")
     items_key = stable_hash(shared, 16)
     reps = bootstrap_pgr(s, b, r, n_boot=n_boot, seed=bootstrap_seed(seed, task, items_key))
     lo, hi = percentile_ci(reps)
@@ -212,6 +219,32 @@ def resolve_evals(con: Any, names: Sequence[str], tasks: Sequence[str], role: st
     return out
 
 
+_UNSCORED = ("no item of {role}'s evaluation {eval_id} could be scored (e.g. a judge whose "
+             "verdicts could not be read)")
+
+
+def _unscored_task(con: Any, names: Sequence[str], task: str | None = None) -> str | None:
+    """The task of an evaluation among ``names`` that exists but scored no item, or None."""
+    for name in names:
+        row = con.execute("SELECT any_value(task) FROM scores WHERE eval_id = ?",
+                          [name]).fetchone()
+        if row and row[0] and (task is None or row[0] == task):
+            return str(row[0])
+    return None
+
+
+def _resolve_one(con: Any, names: Sequence[str], task: str, role: str) -> EvalScores:
+    """:func:`resolve_evals` for one task; an evaluation of it that scored nothing leaves the
+    task without a PGR (DegeneratePGRError) rather than failing the cell."""
+    try:
+        return resolve_evals(con, names, [task], role)[task]
+    except NotFoundError:
+        if _unscored_task(con, names, task) is not None:
+            raise DegeneratePGRError(_UNSCORED.format(
+                role=f"the {role}", eval_id=", ".join(names))) from None
+        raise
+
+
 def student_evals(con: Any, run_id: str) -> list[str]:
     """Evaluations of the students trained on ``run_id`` (via the students table)."""
     has = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = "
@@ -251,21 +284,32 @@ def compute_pgr(
             raise NotFoundError(f"no evaluated student trained on run {run_id}: pass the "
                                 "student evaluation ids")
         found = [load_eval(con, e) for e in student_ids]
-        missing = [e for e, f in zip(student_ids, found) if f is None]
-        if missing:
-            raise NotFoundError(f"no item scores for evaluation(s) {', '.join(missing)}")
+        skipped: dict[str, str] = {}
+        for e, f in zip(student_ids, found):
+            if f is None:
+                task = _unscored_task(con, [e])
+                if task is None:
+                    raise NotFoundError(f"no item scores for evaluation {e}")
+                skipped[task] = _UNSCORED.format(role="the student", eval_id=e)
         studs = {e.task: e for e in found if e is not None}
-        if len(studs) != len(found):
+        if len(studs) != len([f for f in found if f is not None]):
             raise InputError("two student evaluations of the same task: pass one per task")
-        tasks = sorted(studs)
-        bases = resolve_evals(con, base_names, tasks, "base")
-        refs = resolve_evals(con, ref_names, tasks, "reference")
-    results = [task_pgr(studs[t], bases[t], refs[t], n_boot=n_boot, seed=seed) for t in tasks]
+        results = []
+        for t in sorted(studs):
+            try:
+                b = _resolve_one(con, base_names, t, "base")
+                r = _resolve_one(con, ref_names, t, "reference")
+                results.append(task_pgr(studs[t], b, r, n_boot=n_boot, seed=seed))
+            except DegeneratePGRError as e:
+                skipped[t] = str(e)
+    if not results:
+        raise DegeneratePGRError("PGR is undefined on every task: " + "; ".join(
+            f"{t}: {why}" for t, why in sorted(skipped.items())))
     reps = np.mean([t.reps for t in results], axis=0)
     lo, hi = percentile_ci(reps)
     out = PGRResult(run_id=run_id, generator=generator, method=method, domain=domain,
                     tasks=results, pgr=float(np.mean([t.pgr for t in results])), ci_low=lo,
-                    ci_high=hi, n_items=sum(t.n_items for t in results))
+                    ci_high=hi, n_items=sum(t.n_items for t in results), skipped=skipped)
     _write(store, out, reps, n_boot, seed)
     return out
 

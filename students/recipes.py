@@ -96,7 +96,10 @@ class Recipe(Config):
     scratch: ScratchModel | None = None
     lora: LoraSpec | None = Field(None, description="None: full fine-tuning")
     epochs: float = Field(3.0, gt=0)
-    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    max_steps: int | None = Field(
+        None, ge=0, description="stop after this many optimizer steps; 0: none (the model as "
+        "initialised: for a scratch model, random weights with a tokenizer trained on the data, "
+        "which is how a suite evaluates an untrained scratch base)")
     learning_rate: float = Field(1e-5, gt=0)
     batch_size: int = Field(2, ge=1, description="per device")
     grad_accum: int = Field(32, ge=1)

@@ -317,7 +317,7 @@ def _train(recipe: Recipe, ref: DataRef, out: Path, rec: StudentRecord) -> Stude
     # metrics.jsonl already, so only errors and the caller's own lines reach the output.
     trainer.remove_callback(PrinterCallback)
     started = time.time()
-    result = trainer.train()
+    result = trainer.train() if recipe.max_steps != 0 else None  # 0: the initialised model
     seconds = time.time() - started
     model = trainer.model
     if recipe.lora is not None:

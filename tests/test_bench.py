@@ -54,7 +54,6 @@ def _suite(**over: Any) -> dict[str, Any]:
      "duplicate name"),
     ({"base": "gold"}, "gold is a reference"),
     ({"reference": "untrained"}, "must beat the base"),
-    ({"base": "untrained"}, "scratch model cannot be evaluated"),
     ({"student": {"recipe": "tiny-llama-dpo"}}, "SFT"),
     ({"intrinsic": ["judge"]}, "needs a judge LM"),
     ({"nn": 3}, "nn"),
@@ -89,18 +88,32 @@ def test_a_minimal_suite_gets_defaults_that_run_on_a_cpu() -> None:
     assert suite.seeds_for("arithmetic") == "builtin:arithmetic" and suite.domain_n("arithmetic")
 
 
-def test_the_shipped_suites_are_valid() -> None:
+def _agorabench(tmp_path: Path) -> Path:
+    """agorabench.yaml with its win-rate set (AlpacaEval, on the Hub, which decontamination must
+    read) replaced by the shipped one: everything else exactly as shipped, offline."""
+    import yaml
+
+    data = yaml.safe_load((CONFIGS / "agorabench.yaml").read_text())
+    tasks = data["domains"]["general"]["tasks"]
+    assert tasks[1]["args"]["source"].startswith("hf://tatsu-lab/alpaca_eval")
+    tasks[1] = "winrate"
+    path = tmp_path / "agorabench.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_the_shipped_suites_are_valid(tmp_path: Path) -> None:
     quick = load_suite(CONFIGS / "quickstart.yaml")
     assert len(quick.generators) >= 2 and list(quick.domains) == ["arithmetic"]
-    agora = load_suite(CONFIGS / "agorabench.yaml")
+    agora = load_suite(_agorabench(tmp_path))
     assert {m.name for m in agora.methods} == {"instance-generation", "response-generation",
                                                "quality-enhancement"}
     assert set(agora.domains) == {"math", "code", "general"}
 
 
 # -- dry run ----------------------------------------------------------------------------------
-def test_dry_run_of_agorabench_plans_every_cell_and_prices_the_api_ones() -> None:
-    suite = load_suite(CONFIGS / "agorabench.yaml")
+def test_dry_run_of_agorabench_plans_every_cell_and_prices_the_api_ones(tmp_path: Path) -> None:
+    suite = load_suite(_agorabench(tmp_path))
     plan = plan_bench(suite)
     assert len(plan.cells) == 4 * 3 * 3
     by = {(c.generator, c.method, c.domain): c for c in plan.cells}
@@ -108,7 +121,7 @@ def test_dry_run_of_agorabench_plans_every_cell_and_prices_the_api_ones() -> Non
     mini = by[("gpt-4o-mini", "response-generation", "math")]
     # one request per seed row; the Hub seeds are unreadable offline, so estimated and said so
     assert gpt.requests == suite.n and "not readable here" in (gpt.note or "")
-    assert gpt.max_completion_tokens == suite.n * 2048
+    assert gpt.max_completion_tokens == suite.n * 4096
     # list prices: gpt-4o costs more than gpt-4o-mini for the same tokens; a local model is free
     assert gpt.cost_usd is not None and mini.cost_usd is not None
     assert gpt.cost_usd > 10 * mini.cost_usd > 0
@@ -123,7 +136,7 @@ def test_dry_run_of_agorabench_plans_every_cell_and_prices_the_api_ones() -> Non
 
 def test_dry_run_cli_prints_plan_and_cost_and_calls_nothing(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["-w", str(tmp_path / "ws"), "bench",
-                                   str(CONFIGS / "agorabench.yaml"), "--dry-run"])
+                                   str(_agorabench(tmp_path)), "--dry-run"])
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())  # rich wraps long lines at the terminal width
     assert re.search(r"generation: [\d,]+ requests, .* cost ≤ \$[\d,.]+ at list prices", text)
@@ -206,6 +219,23 @@ def test_a_killed_bench_resumes_without_redoing_finished_steps(
             } == {"reused"}
     assert len(trained) == 2
     assert [c.pgr for c in third.cells] == [c.pgr for c in result.cells]
+
+
+def test_an_untrained_scratch_base_is_the_model_after_zero_steps() -> None:
+    """A scratch student has no tokenizer until it sees data: its untrained base is the same
+    recipe run for 0 steps on the domain's gold rows (random weights), trained and evaluated
+    like any student, and PGR is computed against it."""
+    from datagen_core.workspace import Workspace
+    from students.train import read_manifest
+
+    result = bench(parse_suite(_suite(base="untrained")), backends=_backends())
+    steps = {(r.cell, r.step): r for r in result.steps}
+    built = steps[("baselines · arithmetic", "build untrained base")]
+    assert built.status == "done"
+    sid = (built.detail or "").split()[-1]
+    manifest = read_manifest(Workspace.resolve(result.workspace), sid)
+    assert manifest is not None and manifest.steps == 0 and manifest.final_loss is None
+    assert not result.failed and {c.pgr is not None for c in result.cells} == {True}
 
 
 def test_a_failing_cell_is_reported_and_the_others_go_on() -> None:

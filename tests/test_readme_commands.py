@@ -94,6 +94,13 @@ RUN: dict[str, Run] = {
     "datagen pairs export RUN --format trl -o pairs.jsonl": Run(
         "a preference run made with a scripted fake backend", subs={"RUN": "pairs_run"},
         expect="pairs.jsonl"),
+    "datagen generate -g fake -m persona-prompts -d general -n 16": Run(
+        "the fake backend and the shipped personas", expect="rows kept"),
+    "datagen generate -g fake -m template-expansion -n 60 -a sample=true": Run(
+        "the fake backend and the shipped templates and issues", expect="60/60 rows kept"),
+    "datagen metrics RUN --issue-bias openai:gpt-4o-mini": Run(
+        "a template-expansion run; the stance judge is answered by the loopback server",
+        loopback=True, subs={"RUN": "issue_run"}, expect="stance per issue"),
     "datagen metrics RUN --judge openai:gpt-4o-mini": Run(
         "the judge is answered by the loopback server (echoes: scores are missing)",
         loopback=True, subs={"RUN": "run"}, expect="judge"),
@@ -105,8 +112,9 @@ RUN: dict[str, Run] = {
                         expect="gpt-4o-mini"),
     "datagen report -o report.html": Run("a planted benchmark with PGR rows", workspace="bench",
                                          expect="report.html"),
-    "datagen bench configs/bench/agorabench.yaml --dry-run": Run(
-        "a dry run only plans (no request is sent)", expect="students to train"),
+    "datagen bench configs/bench/agorabench-mini.yaml --dry-run": Run(
+        "a dry run only plans (no request is sent); the eval sets from $DATAGEN_EVAL_DIR",
+        expect="students to train"),
 }
 
 # Commands not run here, with the reason.
@@ -121,6 +129,12 @@ SKIP: dict[str, str] = {
         "the quickstart trains and evaluates SmolLM2 students (minutes): run by the slow test "
         "tests/test_end_to_end.py::"
         "test_quickstart_bench_ranks_the_generators_and_a_rerun_reuses_every_step",
+    "datagen bench configs/bench/agorabench-mini.yaml":
+        "trains 21 students and evaluates them on six tasks (about half an hour): run by the slow "
+        "test tests/test_agorabench_mini.py",
+    "datagen bench configs/bench/agorabench.yaml --dry-run":
+        "decontamination must read the suite's win-rate set (AlpacaEval) from the Hugging Face "
+        "Hub; tests/test_bench.py plans the same suite with the shipped win-rate set",
     "datagen bench configs/bench/agorabench.yaml --ray-address http://head:8265":
         "needs a Ray cluster and the hosted generators of the AgoraBench suite",
     "datagen generate -g openai:gpt-4o-mini -i hf://openai/gsm8k/main:train -c question "
@@ -285,6 +299,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         assert r.returncode == 0, r.stdout + r.stderr
         run = [x for x in api.list_runs(workspaces["gen"]) if x["method"] == "quality-enhancement"]
         ids["run"] = run[0]["run_id"]
+        issues = api.generate("fake", None, n=24, method="template-expansion",
+                              method_args={"sample": True}, progress=False,
+                              workspace=workspaces["gen"])
+        ids["issue_run"] = issues.run_id
         yield world
     finally:
         server.proc.kill()

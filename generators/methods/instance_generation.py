@@ -1,5 +1,25 @@
-"""AgoraBench instance generation: new problems from k demonstrations (seeds, and optionally
-accepted outputs) and a theme, harder than the examples."""
+"""AgoraBench instance generation: new problems from k demonstrations (seeds, and accepted
+outputs) and a theme, harder than the examples.
+
+Defaults and where they come from (AgoraBench, Kim et al. 2025, arXiv 2412.03679; released code
+neulab/data-agora at d7e66e1):
+
+- ``k=3`` demonstrations per request, one new instance per request: ``num_fewshot=3`` in
+  ``agora_scripts/run.py``; the prompt ends at one new ``INPUT:``.
+- ``accepted_share=1/3``: two demonstrations from the seeds and one from instances generated so
+  far (``num_sample_from_seed_data=2`` in ``run.py``; §2: generated instances "could also
+  optionally be used as demonstrations"). The released threaded path shares one list between
+  the two pools, so its actual mix drifts towards generated demonstrations late in a run; this
+  implementation keeps the intended 2 + 1 with two separate pools.
+- a theme per request drawn from a list per domain (``run.py``). Our theme lists, prompt wording
+  (``Instruction:``/``Response:`` sections, ``#### n`` math answers, Python code with a
+  ``Tests:`` section that is executed), and the rejection of invalid outputs (kept as rejected
+  rows, where the released code retries up to 10 times) are this project's departures.
+- sampling is the generator's: AgoraBench samples at temperature 1.0, top_p 0.9, up to 4,096
+  tokens (``run.py``), as ``configs/bench/agorabench.yaml`` does.
+- AgoraBench filters nothing beyond the format (§2, "without filtering"); the dedup and
+  decontamination that every datagen run gets are this project's additions.
+"""
 
 from __future__ import annotations
 
@@ -25,9 +45,11 @@ from generators.methods.seeded import (
 class InstanceGenerationArgs(SeededArgs):
     k: int = Field(3, ge=1, le=16, description="demonstrations per request")
     accepted_share: float = Field(
-        0.0, ge=0.0, le=1.0,
+        1 / 3, ge=0.0, le=1.0,
         description="share of demonstrations drawn from already accepted outputs")
-    round_size: int = Field(16, ge=1, description="requests per round when outputs feed back")
+    round_size: int = Field(
+        64, ge=1, description="requests per round when outputs feed back (a round waits for "
+        "its slowest answer: keep it at least the generator's concurrency)")
     seed: int = 0
     themes: list[str] | None = None
 
@@ -43,7 +65,7 @@ class InstanceGeneration(SeededMethod):
     """
 
     name = "instance-generation"
-    version = "1"
+    version = "2"  # 2: accepted_share defaults to 1/3 (AgoraBench's 2 seed + 1 generated)
     Args = InstanceGenerationArgs
     args: InstanceGenerationArgs
     n_means = "outputs"

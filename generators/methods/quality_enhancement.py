@@ -1,5 +1,15 @@
 """AgoraBench quality enhancement: revise a seed (instruction, response) pair for correctness,
-completeness and clarity, keeping the answer unless the generator is confident."""
+completeness and clarity, keeping the answer unless the generator is confident.
+
+As AgoraBench (arXiv 2412.03679, §2; neulab/data-agora ``run.py``, the
+``quality_enhancement_*_prompt.txt`` prompts): both the instruction and the response are revised
+(``Revised Question:`` / ``Revised Answer:`` there, ``Instruction:`` / ``Response:`` here), with
+changes to the answer only when the generator is very confident; AgoraBench's seeds are
+WebInstruct (math, non-math) and CoNaLa (code), 10K each. Departures: our prompts are our own
+(Python code without tests, ``#### n`` math answers); ``answer_changed`` records whether a math
+answer moved (AgoraBench does not check); invalid outputs are kept as rejected rows rather than
+retried.
+"""
 
 from __future__ import annotations
 

@@ -27,10 +27,13 @@ class ResponseGenerationArgs(SeededArgs):
 class ResponseGeneration(SeededMethod):
     """A response for each seed instruction.
 
-    AgoraBench keeps every well-formed response ("without filtering", §2 of the paper; its
-    released code checks the format only). ``verify`` is this project's addition, the data
-    side of rejection sampling and RLVR: only responses verified correct against the seed are
-    kept, and the rejection reasons count the rest. Whenever the seed allows a check, each row
+    AgoraBench keeps every well-formed response ("without filtering", §2 of arXiv 2412.03679;
+    the released neulab/data-agora code checks the format only); its seeds are Magpie
+    instructions (Magpie-Reasoning math and code, Magpie-Pro general; 10K each). Our prompts
+    are our own (``#### n`` math answers, one Python block; general instructions unwrapped).
+    ``verify`` is this project's addition, the data side of rejection sampling and RLVR: only
+    responses verified correct against the seed are kept, and the rejection reasons count the
+    rest. Whenever the seed allows a check, each row
     records ``correct`` (the ``accepted_correct`` intrinsic metric)."""
 
     name = "response-generation"

@@ -166,9 +166,10 @@ class JudgeWinRate(Task):
         pairs = [s.detail["consistent"] for s in scores
                  if s.detail.get("consistent") is not None]
         decisive = [v for s in scores for v in s.detail.get("verdicts", []) if v in ("A", "B")]
+        nan = float("nan")  # nothing judged: no win rate, not a win rate of 0
         return {
-            "win_rate": sum(judged) / len(judged) if judged else 0.0,
-            "consistency": sum(pairs) / len(pairs) if pairs else 0.0,
-            "prefers_first": decisive.count("A") / len(decisive) if decisive else 0.0,
+            "win_rate": sum(judged) / len(judged) if judged else nan,
+            "consistency": sum(pairs) / len(pairs) if pairs else nan,
+            "prefers_first": decisive.count("A") / len(decisive) if decisive else nan,
             "judged": float(len(judged)),
         }

@@ -40,7 +40,8 @@ def plant_eval(store: Store, eval_id: str, model: str, task: str,
              for i, (k, v) in enumerate(scores.items())]
     got = [v for v in scores.values() if v is not None]
     write_evaluation(store, eval_id=eval_id, model=model, student_id=None, task=task,
-                     metrics={"accuracy": sum(got) / len(got)}, n=len(got), items=items)
+                     metrics={"accuracy": sum(got) / len(got) if got else float("nan")},
+                     n=len(got), items=items)
 
 
 CHATML = (

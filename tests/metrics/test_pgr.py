@@ -191,3 +191,31 @@ def test_pca_regression_refuses_with_too_few_runs_and_reports_r2(store: Store) -
     with pytest.raises(TooFewRunsError, match=r"at least 9 runs .* has 8"):
         analyze(store, n_components=7)
     assert api.analyze(2).r2 == pytest.approx(res.r2)
+
+
+def test_a_task_without_a_gap_is_left_out_of_the_domain_pgr_and_said_so(store: Store) -> None:
+    """A domain PGR averages the tasks where it is defined: a task whose reference does not
+    beat the base (equal, or below: the gap would point the wrong way) and a task nothing of
+    which could be scored (a judge with unreadable verdicts) are left out, by name."""
+    items = ["x", "y", "z", "w"]
+    for task, base, ref, stu in (("good", 0.0, 1.0, 0.5), ("flat", 0.5, 0.5, 1.0),
+                                 ("inverted", 1.0, 0.0, 0.0)):
+        for who, p in (("b", base), ("r", ref), ("s", stu)):
+            plant_eval(store, f"{who}-{task}", who, task,
+                       {i: float(k < 4 * p) for k, i in enumerate(items)})
+    plant_eval(store, "s-judged", "s", "judged", dict.fromkeys(items))  # nothing judged
+    for who in ("b", "r"):
+        plant_eval(store, f"{who}-judged", who, "judged", dict.fromkeys(items, 1.0))
+    res = compute_pgr(store, "run", generator="gen", domain="general", n_boot=50,
+                      students=["s-good", "s-flat", "s-inverted", "s-judged"],
+                      base=["b-good", "b-flat", "b-inverted", "b-judged"],
+                      reference=["r-good", "r-flat", "r-inverted", "r-judged"])
+    assert [t.task for t in res.tasks] == ["good"] and res.pgr == pytest.approx(50.0)
+    assert set(res.skipped) == {"flat", "inverted", "judged"}
+    assert "both score 0.5000" in res.skipped["flat"]
+    assert "below the base" in res.skipped["inverted"]  # without the rule: PGR 100
+    assert "could be scored" in res.skipped["judged"]
+    with pytest.raises(DegeneratePGRError, match=r"undefined on every task: flat: .*; inverted"):
+        compute_pgr(store, "run", generator="gen", domain="general", n_boot=50,
+                    students=["s-flat", "s-inverted"], base=["b-flat", "b-inverted"],
+                    reference=["r-flat", "r-inverted"])
