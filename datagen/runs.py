@@ -61,6 +61,8 @@ class RunResult:
     stats: EngineStats
     instances: list[Instance]
     pairs: list[Pair] = field(default_factory=list)
+    curation: dict[str, Any] = field(default_factory=dict)  # what curation did, and whether
+    # the rows were decontaminated (``decontaminated``; ``skipped`` says why not)
 
     @property
     def valid(self) -> list[Instance]:
@@ -294,7 +296,7 @@ async def _execute(manifest: RunManifest, plan: RunPlan, store: Store, run_dir: 
     store.write_instances(run_id, instances)
     store.write_pairs(run_id, pairs)
     result = RunResult(run_id=run_id, run_dir=run_dir, stats=totals, instances=instances,
-                       pairs=pairs)
+                       pairs=pairs, curation=curation_report)
     problem = _run_problem(result, responses, max_failure_rate)
     store.upsert_run(
         manifest, "failed" if problem else "finished",

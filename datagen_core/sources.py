@@ -7,8 +7,11 @@ does and not when a file is moved.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import logging
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -198,10 +201,37 @@ def parse_hf_uri(uri: str) -> tuple[str, str | None, str]:
     return name, config, split or "train"
 
 
+@functools.cache
+def hub_unreachable() -> str | None:
+    """Why the HF Hub cannot be reached, or None. Probed once per process (a 3 s TCP connect),
+    so an offline machine fails in seconds instead of sitting through the Hub client's retries
+    for every data set; with ``HF_HUB_OFFLINE=1`` the datasets cache answers and nothing is
+    probed."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return None
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
+    try:
+        socket.create_connection((host or "huggingface.co", 443), timeout=3).close()
+    except OSError as e:
+        return f"{host} is unreachable ({e.strerror or e})"
+    return None
+
+
+def check_hub(what: str) -> None:
+    """Raise one clear line when ``what`` needs the HF Hub and it cannot be reached."""
+    why = hub_unreachable()
+    if why:
+        raise InputError(f"cannot load {what} from the HF Hub: {why}; pass a local copy, or set "
+                         "HF_HUB_OFFLINE=1 to read the datasets cache")
+
+
 def _load_hub(uri: str, limit: int | None) -> tuple[list[dict[str, Any]], SourceSpec]:
     import datasets
 
     name, config, split = parse_hf_uri(uri)
+    check_hub(uri)
     try:
         ds = datasets.load_dataset(name, config, split=split)
     except Exception as e:

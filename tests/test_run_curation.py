@@ -151,3 +151,26 @@ def test_a_run_without_its_eval_sets_says_it_is_not_decontaminated(tmp_path, mon
     assert "not decontaminated" not in lines[clean.run_id]
     shown = CliRunner().invoke(app, ["runs", "show", dirty.run_id]).output
     assert re.search(r"decontaminated\s+no: decontamination skipped: eval file", shown)
+
+
+def test_an_unreachable_hub_fails_fast_with_one_line(tmp_path, monkeypatch):
+    """Offline without local eval sets: the Hub is probed once (not retried for every set), the
+    run is kept and says it was not decontaminated, and an hf:// source is one clear line."""
+    from datagen_core.errors import InputError
+    from datagen_core.sources import hub_unreachable, load_rows
+
+    monkeypatch.delenv("DATAGEN_EVAL_DIR")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    hub_unreachable.cache_clear()
+    try:
+        source = jsonl(tmp_path / "p.jsonl", [{"prompt": "Tell me about owls."}])
+        spec, backend = fake()
+        res = api.generate(spec, source, backend=backend, progress=False)
+        assert res.curation["decontaminated"] is False
+        assert "127.0.0.1 is unreachable" in res.curation["skipped"]
+        with pytest.raises(InputError, match=r"cannot load hf://org/name:train from the HF Hub: "
+                           r"127\.0\.0\.1 is unreachable .* HF_HUB_OFFLINE=1"):
+            load_rows("hf://org/name:train")
+    finally:
+        hub_unreachable.cache_clear()

@@ -123,6 +123,9 @@ def _summary(result: Any) -> None:
             reasons[kind] = reasons.get(kind, 0) + 1
     for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]:
         err.print(f"  rejected {count} x {reason}")
+    cur = getattr(result, "curation", None) or {}
+    if cur and not cur.get("decontaminated"):
+        err.print(styled(("not decontaminated", "yellow"), f": {cur.get('skipped', '')}"))
 
 
 def _parse_args(items: list[str]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from datagen_core.errors import ConfigError, InputError, MissingDependencyError
-from datagen_core.sources import load_rows
+from datagen_core.sources import check_hub, load_rows
 from generators.curation.text import (
     U64,
     encode_tokens,
@@ -111,6 +111,8 @@ def _load_hub(name: str, src: EvalSource) -> list[str]:  # pragma: no cover - ne
         import datasets
     except ImportError:
         raise MissingDependencyError(f"eval set {name!r} from the HF Hub", "datasets") from None
+    check_hub(f"eval set {name!r} ({src.hub}; or set DATAGEN_EVAL_DIR to a folder holding "
+              f"{src.path})")
     try:
         ds = datasets.load_dataset(src.hub, src.hub_config, split=src.hub_split)
     except Exception as e:
