@@ -335,19 +335,27 @@ class _Runner:
         from students.tasks.base import get_task
 
         dom = self.suite.domains[domain]
-        tasks = [get_task(t.name, **t.args) for t in dom.tasks]
         label = model if isinstance(model, str) else model.label
-        res = await aevaluate(model, tasks, self.ws.root, dom.eval_limit, self.suite.judge,
-                       student_id=student_id, progress=self.progress,
-                       backend=self.backends.get(label), backends=self.backends)
-        incomplete = [t.task for t in res.tasks if not t.complete]
+        by_limit: dict[int | None, list[Any]] = {}
+        for t in dom.tasks:  # one evaluation call per distinct item limit
+            by_limit.setdefault(self.suite.task_limit(domain, t), []).append(
+                get_task(t.name, **t.args))
+        results = []
+        for limit, tasks in by_limit.items():
+            res = await aevaluate(model, tasks, self.ws.root, limit, self.suite.judge,
+                                  student_id=student_id, progress=self.progress,
+                                  backend=self.backends.get(label), backends=self.backends)
+            results += res.tasks
+        order = {t.name: i for i, t in enumerate(dom.tasks)}
+        results.sort(key=lambda t: order.get(t.task, 0))
+        incomplete = [t.task for t in results if not t.complete]
         if incomplete:
             raise DatagenError(f"evaluation of {', '.join(incomplete)} had failed requests "
                                "(rate limits or network): run the bench again to retry them")
-        if all(t.cached for t in res.tasks):
+        if all(t.cached for t in results):
             rec.status = "reused"
-        rec.detail = ", ".join(f"{t.task} {t.score:.3f}" for t in res.tasks)
-        return [t.eval_id for t in res.tasks]
+        rec.detail = ", ".join(f"{t.task} {t.score:.3f}" for t in results)
+        return [t.eval_id for t in results]
 
     # -- the whole bench -------------------------------------------------------------------
     async def run(self) -> BenchResult:

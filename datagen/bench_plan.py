@@ -201,9 +201,10 @@ async def _plan(suite: Suite, root: Path) -> BenchPlan:
         models += [f"student of {c.generator} · {c.method}" for c in cells if c.domain == d]
         for t in dom.tasks:
             try:
-                items: int | None = len(get_task(t.name, **t.args).load(dom.eval_limit)[0])
+                items: int | None = len(get_task(t.name, **t.args).load(
+                    suite.task_limit(d, t))[0])
             except DatagenError as e:
-                items = dom.eval_limit
+                items = suite.task_limit(d, t)
                 notes.append(f"task {t.name}: data not readable here, its size is unknown "
                              f"({_short(e)})")
             evaluations += [EvalPlan(model=mo, domain=d, task=t.name, items=items)

@@ -66,6 +66,9 @@ class SuiteMethod(_Config):
 class SuiteTask(_Config):
     name: str
     args: dict[str, Any] = Field(default_factory=dict)
+    eval_limit: int | None = Field(
+        None, ge=1, description="first N items of this task (default: the domain's eval_limit)"
+        "; a judged task costs judge calls per item, a cheap one can afford more items")
 
 
 class Baseline(_Config):
@@ -148,6 +151,9 @@ class Suite(_Config):
         return [{"name": m} if isinstance(m, str) else m for m in (v or [])]
 
     # -- derived ---------------------------------------------------------------------------
+    def task_limit(self, domain: str, task: SuiteTask) -> int | None:
+        return task.eval_limit or self.domains[domain].eval_limit
+
     def domain_n(self, domain: str) -> int:
         return self.domains[domain].n or self.n
 

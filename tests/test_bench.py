@@ -350,3 +350,11 @@ def test_a_suite_whose_seeds_are_evaluation_items_fails_validation(tmp_path: Pat
         parse_suite(general, "suite.yaml")
     # the shipped general seeds and the default win-rate set are disjoint
     parse_suite(_suite(domains={"general": {"tasks": ["winrate"]}}, judge="fake:judge"))
+
+
+def test_a_task_can_have_its_own_item_limit() -> None:
+    suite = parse_suite(_suite(domains={"arithmetic": {
+        "tasks": ["arithmetic", {"name": "arithmetic", "args": {"max_tokens": 8},
+                                 "eval_limit": 3}], "eval_limit": 8}}))
+    plan = plan_bench(suite)
+    assert sorted({e.items for e in plan.evaluations}) == [3, 8]
