@@ -11,7 +11,8 @@ evaluations come from the ``datagen`` modules; metrics, PGR, leaderboards and re
     student = train(result.run_id, recipe="tiny-llama")
     evaluate(student.student_id, ["arithmetic"], limit=50).scores
 
-``serve()`` opens the workspace in the browser (the ``datagen serve`` web app) and
+``select(RUNS, k=K, target=...)`` chooses K rows of runs for a target set (RDS+ or random) as
+a new run. ``serve()`` opens the workspace in the browser (the ``datagen serve`` web app) and
 ``pair_labels(run_id)`` reads the labels people gave there.
 
 The synchronous functions here run their ``a``-prefixed coroutine in a fresh event loop; inside
@@ -41,6 +42,7 @@ from datagen.runs import (
     plan_run,
     show_run,
 )
+from datagen.select import SelectConfig, SelectResult, aselect
 from datagen.training import list_students, show_student, train, train_many
 from datagen_core.errors import ConfigError
 from datagen_core.records import GeneratorSpec
@@ -69,12 +71,15 @@ __all__ = [
     "EvalResult",
     "RunPlan",
     "RunResult",
+    "SelectConfig",
+    "SelectResult",
     "TaskResult",
     "abench",
     "aevaluate",
     "agenerate",
     "analyze",
     "aplan_bench",
+    "aselect",
     "bench",
     "compare",
     "compute_metrics",
@@ -95,6 +100,7 @@ __all__ = [
     "plan_bench",
     "plan_run",
     "resolve_model",
+    "select",
     "serve",
     "show_run",
     "show_student",
@@ -197,6 +203,21 @@ def pair_labels(run_id: str, annotator: str | None = None,
 
     store = Store.open_existing(workspace)
     return read_labels(store, store.resolve_run(run_id), annotator)
+
+
+def select(sources: str | Sequence[str], *, k: int, target: str | Sequence[str] | None = None,
+           method: str = "rds", workspace: str | Path | None = None,
+           **options: Any) -> SelectResult:
+    """:func:`datagen.select.aselect`, synchronously: ``k`` rows of ``sources`` (run ids or
+    data sets) for ``target`` (a data set or ``task:NAME``) as a new run recording its parents.
+    ``options`` are the other :class:`~datagen.select.SelectConfig` fields (``model``,
+    ``max_length``, ``target_n``, ``seed``, ``batch_size``)."""
+    from datagen.select import select_config
+
+    srcs = [sources] if isinstance(sources, str) else list(sources)
+    targets = [target] if isinstance(target, str) else list(target) if target else None
+    cfg = select_config(method=method, k=k, target=targets, **options)
+    return asyncio.run(aselect(srcs, cfg, workspace=workspace))
 
 
 def plan_bench(suite: Suite, workspace: str | Path | None = None) -> BenchPlan:

@@ -242,6 +242,9 @@ class RunManifest(Record):
     source: SourceSpec | None = None
     n: int | None = None
     datagen_version: str = ""
+    parents: list[str] = Field(
+        default_factory=list, description="runs this one was derived from (a selection's "
+        "pool runs); empty for a run made by a generator")
 
 
 class Instance(Record):

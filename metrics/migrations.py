@@ -368,4 +368,19 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         FROM agg LEFT JOIN ci USING (generator);
         """,
     ),
+    (
+        9,
+        "embedding cache",
+        # One vector per (embedding model, text) key (datagen select, RDS+): float32 bytes, so
+        # a re-selection over the same rows, or a larger pool that contains them, embeds only
+        # the rows not seen before.
+        """
+        CREATE TABLE embeddings (
+            key VARCHAR PRIMARY KEY,
+            dim INTEGER,
+            vector BLOB,
+            created_at TIMESTAMP
+        );
+        """,
+    ),
 ]

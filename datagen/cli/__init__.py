@@ -1,10 +1,10 @@
 """The ``datagen`` command: a thin layer over the Python API (:mod:`datagen.api`).
 
-Each command module (``runs``, ``pairs``, ``students``, ``eval``, ``metrics``, ``bench``,
-``serve``) is thin functions over the API and imports only :mod:`datagen.cli.console`, which
-holds the output consoles and the root options; this module mounts them and is imported by
-nothing. Errors a user can fix print one line and exit non-zero; ``--debug`` shows the
-traceback.
+Each command module (``runs``, ``select``, ``pairs``, ``students``, ``eval``, ``metrics``,
+``bench``, ``serve``) is thin functions over the API and imports only
+:mod:`datagen.cli.console`, which holds the output consoles and the root options; this module
+mounts them and is imported by nothing. Errors a user can fix print one line and exit
+non-zero; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from datagen.cli.eval import eval_command
 from datagen.cli.metrics import metrics_command, pgr_command, rank_command, report_command
 from datagen.cli.pairs import pairs_app
 from datagen.cli.runs import export, generate, runs_app
+from datagen.cli.select import select_command
 from datagen.cli.serve import serve_command
 from datagen.cli.students import students_app, train_command
 from datagen_core.errors import DatagenError
@@ -73,6 +74,7 @@ def _main(
 app.command()(generate)
 app.add_typer(runs_app, name="runs")
 app.command()(export)
+app.command("select")(select_command)
 app.add_typer(pairs_app, name="pairs")
 app.command("train")(train_command)
 app.add_typer(students_app, name="students")
