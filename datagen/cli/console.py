@@ -9,6 +9,7 @@ styles on :class:`rich.text.Text` spans (:func:`styled`), never parsed out of st
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.text import Text
@@ -32,3 +33,23 @@ class State:
 
 
 state = State()
+
+
+def parse_key_values(items: list[str]) -> dict[str, Any]:
+    """``--arg KEY=VALUE`` options as a dict, each value read as YAML (``k=5`` is an int)."""
+    import yaml
+
+    from datagen_core.errors import ConfigError
+
+    found: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"bad --arg {item!r}: use KEY=VALUE, e.g. -a k=5")
+        try:
+            found[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ConfigError(f"bad --arg {item!r}: the value is not valid YAML ({first}); "
+                              "quote it, e.g. -a 'k=\"[1,2\"'") from None
+    return found

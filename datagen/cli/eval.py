@@ -23,19 +23,24 @@ def eval_command(
         "--judge", "-j", help="Judge LM spec for judge tasks, e.g. openai:gpt-4o-mini.")] = None,
     max_tokens: Annotated[int | None, typer.Option(
         help="Generation budget per answer (default: each task's own).")] = None,
+    arg: Annotated[list[str] | None, typer.Option(
+        "--arg", "-a", help="Task argument KEY=VALUE (YAML value) for every task given, "
+        "repeatable: -a category_field=category -a agreement=labels.jsonl")] = None,
 ) -> None:
     """Evaluate a model or student: greedy answers through the cached engine, then scores."""
     from rich import box
     from rich.table import Table
 
     from datagen.api import evaluate
-    from datagen.cli.console import err, out, state, styled
+    from datagen.cli.console import err, out, parse_key_values, state, styled
     from datagen_core.errors import ConfigError
     from students.tasks import TASKS, get_task
 
     if not task:
         raise ConfigError(f"give at least one --task: {', '.join(TASKS.names())}")
-    args = {"max_tokens": max_tokens} if max_tokens is not None else {}
+    args = parse_key_values(arg or [])
+    if max_tokens is not None:
+        args["max_tokens"] = max_tokens
     tasks = [get_task(name, **args) for name in task]
     result = evaluate(model, tasks, workspace=state.workspace, limit=limit, judge=judge,
                       progress=False if state.quiet else None)

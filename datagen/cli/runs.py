@@ -11,7 +11,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from datagen.cli.console import err, out, state, styled
+from datagen.cli.console import err, out, parse_key_values, state, styled
 
 runs_app = typer.Typer(help="List runs, or show one with counts, tokens, cost and failures.",
                        rich_markup_mode=None)
@@ -76,7 +76,7 @@ def generate(
                 "max_retries": max_retries},
         api_key_env=api_key_env,
     )
-    margs: dict[str, Any] = _parse_args(arg or [])
+    margs: dict[str, Any] = parse_key_values(arg or [])
     if columns:
         margs["columns"] = _parse_columns(columns)
     if method == "prompt":
@@ -126,25 +126,6 @@ def _summary(result: Any) -> None:
     cur = getattr(result, "curation", None) or {}
     if cur and not cur.get("decontaminated"):
         err.print(styled(("not decontaminated", "yellow"), f": {cur.get('skipped', '')}"))
-
-
-def _parse_args(items: list[str]) -> dict[str, Any]:
-    import yaml
-
-    from datagen_core.errors import ConfigError
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"bad --arg {item!r}: use KEY=VALUE, e.g. -a k=5")
-        try:
-            out[key.strip().replace("-", "_")] = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ConfigError(f"bad --arg {item!r}: the value is not valid YAML ({first}); "
-                              "quote it, e.g. -a 'k=\"[1,2\"'") from None
-    return out
 
 
 def _parse_columns(text: str) -> dict[str, str]:

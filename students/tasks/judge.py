@@ -14,6 +14,12 @@ win. ``consistency`` (share of items whose two verdicts agree once un-swapped) a
 ``prefers_first`` (share of decisive verdicts that picked A) show how position-biased the judge
 was. A verdict that cannot be read is left out; an item with no readable verdict is unjudged
 (score None, not counted in the win rate).
+
+With ``category_field`` the task judges HREF-style (:mod:`students.tasks.href`): each category
+is judged by its own method (``methods``, or the one a human-labelled ``agreement`` set agrees
+with most: the judge with the human answer, without it, or embedding similarity to it), and the
+metrics add per-category win rates and the agreement of every method. ``win_rate`` is always
+the pooled mean over items with a 95% bootstrap interval (``win_rate_ci_low``/``_high``).
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from datagen_core.records import GenRequest, GenResponse, Message, SamplingParams
 from students.tasks.base import EvalItem, ItemScore, ScoreContext, Task, TaskArgs
+from students.tasks.href import Choice, Method
 
 JUDGE_SYSTEM = "You are a fair, careful judge of answers to user instructions."
 JUDGE_PROMPT = """\
@@ -89,6 +96,24 @@ class JudgeArgs(TaskArgs):
     guide_field: str | None = Field(None, description="a human answer shown to the judge as a "
                                     "guide (HREF), when the reference is not one itself")
     judge_max_tokens: int = Field(512, ge=1)
+    category_field: str | None = Field(None, description="the row's task category: a method "
+                                       "and a win rate per category (HREF)")
+    methods: dict[str, Method] = Field(
+        default_factory=dict, description="judging method per category ('*': any other): "
+        "judge-reference, judge or embedding; overrides the agreement set's choice")
+    agreement: str | None = Field(
+        None, description="human-labelled pairs (instruction, output_a, output_b, preference, "
+        "category, reference): each category is judged by the method people agree with most")
+    embedder: str = Field("smollm2", description="model of the embedding method")
+    n_boot: int = Field(1000, ge=100, description="bootstrap replicates of the win-rate CI")
+
+    @model_validator(mode="after")
+    def _human_answer(self) -> JudgeArgs:
+        wants = {m for m in self.methods.values() if m != "judge"}
+        if (wants or self.agreement) and not self.guide_field:
+            raise ValueError("judge-reference, embedding and an agreement set need guide_field "
+                             "(the human answer, apart from the reference it is compared with)")
+        return self
 
 
 class JudgeWinRate(Task):
@@ -99,10 +124,29 @@ class JudgeWinRate(Task):
     needs_judge = True
     max_tokens = 1024
 
+    choice: Choice | None = None  # the agreement set's verdict, once scored
+    _embedder: Any = None
+
     @property
     def judge_args(self) -> JudgeArgs:
         assert isinstance(self.args, JudgeArgs)
         return self.args
+
+    def id_args(self) -> dict[str, Any]:
+        """The agreement set enters the id by its content, not its path."""
+        args = super().id_args()
+        if self.judge_args.agreement:
+            from datagen_core.sources import load_rows
+
+            args["agreement"] = load_rows(self.judge_args.agreement)[1].fingerprint
+        return args
+
+    def method_for(self, item: EvalItem) -> str:
+        a = self.judge_args
+        cat = item.data.get("category", "")
+        chosen = self.choice.chosen.get(cat) if self.choice else None
+        return (a.methods.get(cat) or chosen or a.methods.get("*")
+                or ("judge-reference" if a.guide_field else "judge"))
 
     def items(self, rows: list[dict[str, Any]]) -> list[EvalItem]:
         a = self.judge_args
@@ -111,12 +155,16 @@ class JudgeWinRate(Task):
             data = {"reference": str(row[a.reference_field])}
             if a.guide_field:
                 data["guide"] = str(row[a.guide_field])
+            if a.category_field:
+                data["category"] = str(row[a.category_field])
             items.append(EvalItem(item_id=str(row.get("id", i)), index=i,
                                   prompt=str(row[a.instruction_field]), data=data))
         return items
 
-    def judge_request(self, item: EvalItem, a: str, b: str, student_is: str) -> GenRequest:
-        guide = GUIDE.format(guide=item.data["guide"]) if "guide" in item.data else ""
+    def judge_request(self, item: EvalItem, a: str, b: str, student_is: str,
+                      with_guide: bool = True) -> GenRequest:
+        guide = GUIDE.format(guide=item.data["guide"]) if with_guide and "guide" in item.data \
+            else ""
         content = JUDGE_PROMPT.format(instruction=item.prompt, guide=guide, a=a, b=b)
         return GenRequest(
             messages=[Message(role="system", content=JUDGE_SYSTEM),
@@ -131,27 +179,43 @@ class JudgeWinRate(Task):
             from datagen_core.errors import ConfigError
 
             raise ConfigError(f"task {self.name} needs a judge: pass judge=SPEC (--judge)")
+        if self.judge_args.agreement:
+            self.choice = await self._choose(ctx)
         answered = [(item, r.text or "") for item, r in zip(items, responses) if r.ok]
+        method = {item.index: self.method_for(item) for item, _ in answered}
         requests = []
         for item, answer in answered:
-            ref = item.data["reference"]
-            requests.append(self.judge_request(item, answer, ref, "A"))
-            requests.append(self.judge_request(item, ref, answer, "B"))
+            if method[item.index] == "embedding":
+                continue
+            ref, guided = item.data["reference"], method[item.index] == "judge-reference"
+            requests.append(self.judge_request(item, answer, ref, "A", guided))
+            requests.append(self.judge_request(item, ref, answer, "B", guided))
         replies = await ctx.judge(requests) if requests else []
         by_item: dict[int, list[GenResponse]] = {}
         for request, reply in zip(requests, replies):
             by_item.setdefault(request.meta["index"], []).append(reply)
+        embedded = [(it, ans) for it, ans in answered if method[it.index] == "embedding"]
+        sims = await self._similarities(
+            [(ans, it.data["reference"], it.data["guide"]) for it, ans in embedded])
+        by_sim = {it.index: s for (it, _), s in zip(embedded, sims)}
         results = []
         for item, response in zip(items, responses):
             if not response.ok:
                 results.append(self.failed(item, response))
+                continue
+            tags = {"method": method[item.index], "category": item.data.get("category")}
+            if item.index in by_sim:
+                student, ref = by_sim[item.index]
+                score = 1.0 if student > ref else 0.0 if student < ref else 0.5
+                results.append(ItemScore(item.item_id, item.index, score, detail={
+                    **tags, "similarity": [student, ref]}))
                 continue
             pair = by_item[item.index]
             verdicts = [parse_verdict(r.text) if r.ok else None for r in pair]
             outcomes = [outcome(v, s) for v, s in zip(verdicts, ("A", "B"))]
             known = [o for o in outcomes if o is not None]
             detail: dict[str, Any] = {
-                "verdicts": verdicts, "outcomes": outcomes,
+                **tags, "verdicts": verdicts, "outcomes": outcomes,
                 "consistent": outcomes[0] == outcomes[1] if len(known) == 2 else None,
             }
             errors = [r.error.message for r in pair if r.error is not None]
@@ -161,14 +225,69 @@ class JudgeWinRate(Task):
                                      sum(known) / len(known) if known else None, detail=detail))
         return results
 
+    async def _choose(self, ctx: ScoreContext) -> Choice:
+        """Every method's preferences on the agreement set, and the choice per category."""
+        from datagen_core.sources import load_rows
+        from students.tasks import href
+
+        a = self.judge_args
+        assert a.agreement is not None and ctx.judge is not None
+        rows = href.read_agreement(load_rows(a.agreement)[0], a.agreement)
+        requests = []
+        for guided in (True, False):
+            for i, r in enumerate(rows):
+                item = EvalItem(f"agreement-{i}", i, r.instruction, {"guide": r.human})
+                requests.append(self.judge_request(item, r.a, r.b, "A", guided))
+                requests.append(self.judge_request(item, r.b, r.a, "B", guided))
+        replies = await ctx.judge(requests)
+        predictions: dict[str, list[str | None]] = {}
+        for m, block in (("judge-reference", replies[:2 * len(rows)]),
+                         ("judge", replies[2 * len(rows):])):
+            preds: list[str | None] = []
+            for i in range(len(rows)):
+                found = [outcome(parse_verdict(x.text) if x.ok else None, side)
+                         for x, side in zip(block[2 * i:2 * i + 2], ("A", "B"))]
+                known = [o for o in found if o is not None]
+                preds.append(href.preference(sum(known) / len(known) if known else None))
+            predictions[m] = preds
+        sims = await self._similarities([(r.a, r.b, r.human) for r in rows])
+        predictions["embedding"] = [href.embedding_preference(x, y) for x, y in sims]
+        return href.choose(rows, predictions, href.METHODS)
+
+    async def _similarities(self, triples: list[tuple[str, str, str]]
+                            ) -> list[tuple[float, float]]:
+        """Cosine similarity of x and of y to h, for each (x, y, h)."""
+        import asyncio
+
+        if not triples:
+            return []
+        if self._embedder is None:
+            from students.embed import Embedder
+
+            self._embedder = Embedder(self.judge_args.embedder, max_length=512)
+        texts = [t for triple in triples for t in triple]
+        vecs = await asyncio.to_thread(self._embedder.embed, texts)
+        return [(float(vecs[3 * i] @ vecs[3 * i + 2]), float(vecs[3 * i + 1] @ vecs[3 * i + 2]))
+                for i in range(len(triples))]
+
     def aggregate(self, scores: Sequence[ItemScore]) -> dict[str, float]:
-        judged = [s.score for s in scores if s.score is not None]
+        from students.tasks.href import composite
+
+        judged = [s for s in scores if s.score is not None]
         pairs = [s.detail["consistent"] for s in scores
                  if s.detail.get("consistent") is not None]
         decisive = [v for s in scores for v in s.detail.get("verdicts", []) if v in ("A", "B")]
         nan = float("nan")  # nothing judged: no win rate, not a win rate of 0
+        out = composite([float(s.score) for s in judged if s.score is not None],
+                        [str(s.detail.get("category")) for s in judged], self.judge_args.n_boot)
+        if not self.judge_args.category_field:
+            out = {k: v for k, v in out.items() if "/" not in k}
+        if self.choice is not None:
+            for cat, rates in self.choice.agreement.items():
+                out[f"agreement/{cat}"] = rates[self.choice.chosen[cat]]
+                out.update({f"agreement/{cat}/{m}": v for m, v in rates.items()})
         return {
-            "win_rate": sum(judged) / len(judged) if judged else nan,
+            **out,
             "consistency": sum(pairs) / len(pairs) if pairs else nan,
             "prefers_first": decisive.count("A") / len(decisive) if decisive else nan,
             "judged": float(len(judged)),
