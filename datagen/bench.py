@@ -5,6 +5,7 @@ the reference), then for each generator x method x domain cell::
 
     generate -> (curate) -> intrinsic metrics -> train a student -> evaluate it -> PGR
 
+then, for a domain with ``select``, the cell's selection cells (:mod:`datagen.bench_select`),
 and at the end the leaderboard and the HTML report. Every step is the ordinary, keyed API call
 (:func:`datagen.runs.agenerate`, :func:`datagen.training.train`,
 :func:`datagen.evaluation.aevaluate`,
@@ -120,6 +121,8 @@ Reporter = Callable[[StepRecord, bool], None]
 
 
 class _Runner:
+    StepFailed = _StepFailed  # what a failed step raises (for datagen.bench_select)
+
     def __init__(self, suite: Suite, ws: Workspace, *, ray_address: str | None,
                  backends: dict[str, Any] | None, progress: bool | None,
                  reporter: Reporter | None) -> None:
@@ -142,7 +145,8 @@ class _Runner:
         s = self.suite
         per_domain = sum(1 + (2 if s.reference_for(d).kind == "gold" else 1)
                          + self._scratch_base(d) for d in s.domains)
-        return per_domain + 5 * len(s.cells()) + 1
+        selecting = sum(len(s.selections(d)) for _, _, d in s.cells())
+        return per_domain + 5 * len(s.cells()) + 4 * selecting + 1
 
     # -- step bookkeeping --------------------------------------------------------------------
     @contextlib.contextmanager
@@ -376,9 +380,16 @@ class _Runner:
                         and (x != "train reference" or s.reference_for(d).kind == "gold")
                         and (x != "build untrained base" or self._scratch_base(d))],
                         "an earlier baseline step failed")
-            for (g, m, d), cell in zip(s.cells(), cells):
+            from datagen.bench_select import run_select_cell
+
+            for (g, m, d), cell in zip(s.cells(), list(cells)):
                 await self.run_cell(g, m, d, cell, baselines.get(d),
                                     result.baseline_errors.get(d))
+                for cfg in s.selections(d):  # k rows of the same run
+                    sel = CellResult(generator=f"{g.name}+{cfg.method}", method=m.name, domain=d)
+                    cells.append(sel)
+                    await run_select_cell(self, cell, cfg, sel, baselines.get(d),
+                                          result.baseline_errors.get(d))
         finally:
             self._ray.close()
         with contextlib.suppress(_StepFailed), self.step("suite", "leaderboard and report") as rec:
@@ -388,8 +399,6 @@ class _Runner:
     async def run_cell(self, g: SuiteGenerator, m: SuiteMethod, d: str, cell: CellResult,
                        baseline: tuple[list[str], list[str]] | None,
                        baseline_error: str | None) -> None:
-        from metrics.facade import compute_pgr
-
         label = cell.label
         order = ["generate", "intrinsic metrics", "train student", "evaluate student", "PGR"]
         current = order[0]
@@ -407,18 +416,24 @@ class _Runner:
                 cell.eval_ids = await self.evaluate(cell.student_id, d, rec, cell.student_id)
             current = order[4]
             with self.step(label, current) as rec:
-                if baseline is None:
-                    raise DatagenError(f"no PGR without baselines: {baseline_error}")
-                res = compute_pgr(cell.run_id, base=baseline[0], reference=baseline[1],
-                                  students=cell.eval_ids, n_boot=self.suite.n_boot,
-                                  workspace=self.ws.root)
-                cell.pgr, cell.ci = res.pgr, (res.ci_low, res.ci_high)
-                rec.detail = f"PGR {res.pgr:.1f} [{res.ci_low:.1f}, {res.ci_high:.1f}]" + (
-                    f" (without {', '.join(sorted(res.skipped))}: no PGR there)"
-                    if res.skipped else "")
+                self.pgr(cell, rec, baseline, baseline_error)
         except _StepFailed as e:
             cell.error, cell.failed_step = str(e), current
             self.skip(label, order[order.index(current) + 1:], f"{current} failed")
+
+    def pgr(self, cell: CellResult, rec: StepRecord,
+            baseline: tuple[list[str], list[str]] | None, baseline_error: str | None) -> None:
+        from metrics.facade import compute_pgr
+
+        if baseline is None:
+            raise DatagenError(f"no PGR without baselines: {baseline_error}")
+        assert cell.run_id is not None
+        res = compute_pgr(cell.run_id, base=baseline[0], reference=baseline[1],
+                          students=cell.eval_ids, n_boot=self.suite.n_boot,
+                          workspace=self.ws.root)
+        cell.pgr, cell.ci = res.pgr, (res.ci_low, res.ci_high)
+        rec.detail = f"PGR {res.pgr:.1f} [{res.ci_low:.1f}, {res.ci_high:.1f}]" + (
+            f" (without {', '.join(sorted(res.skipped))}: no PGR there)" if res.skipped else "")
 
     def finish(self, result: BenchResult, rec: StepRecord) -> None:
         from metrics import leaderboard as lb

@@ -187,6 +187,18 @@ async def _plan(suite: Suite, root: Path) -> BenchPlan:
     students = [(f"{c.generator} · {c.method} · {c.domain}", recipe.label) for c in cells]
     evaluations: list[EvalPlan] = []
     notes: list[str] = []
+    for c in cells:  # selection cells: k rows of the cell's run (datagen.bench_select)
+        students += [(f"{c.generator}+{sel.method} · {c.method} · {c.domain}: {sel.k} of its "
+                      f"{c.n} rows", recipe.label) for sel in suite.selections(c.domain)]
+    for d in suite.domains:
+        sels = suite.selections(d)
+        if sels:
+            how = "; ".join(
+                f"{s.method} (target {', '.join(s.target)}, embedded with {s.model})"
+                if s.method == "rds" else s.method for s in sels)
+            names = " and ".join(f"NAME+{s.method}" for s in sels)
+            notes.append(f"select: each {d} cell also trains students {names} on k={sels[0].k} "
+                         f"of its rows (a matched budget), chosen by {how}")
     for d, dom in suite.domains.items():
         ref = suite.reference_for(d)
         if ref.kind == "gold":
@@ -199,6 +211,8 @@ async def _plan(suite: Suite, root: Path) -> BenchPlan:
         models = [f"base ({base.model or recipe.base_model})",
                   f"reference ({ref.model or 'gold student'})"]
         models += [f"student of {c.generator} · {c.method}" for c in cells if c.domain == d]
+        models += [f"student of {c.generator}+{sel.method} · {c.method}" for c in cells
+                   if c.domain == d for sel in suite.selections(d)]
         for t in dom.tasks:
             try:
                 items: int | None = len(get_task(t.name, **t.args).load(

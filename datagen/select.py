@@ -65,12 +65,6 @@ class SelectConfig(BaseModel):
             data = {**data, "target": [data["target"]]}
         return data
 
-    @model_validator(mode="after")
-    def _needs_target(self) -> SelectConfig:
-        if self.method == "rds" and not self.target:
-            raise ValueError("rds needs a target set: --target FILE or task:NAME")
-        return self
-
     def id_args(self, model_fp: str | None, target_fps: list[str]) -> dict[str, Any]:
         """What changes the selected rows (defaults left out, so new fields keep old ids)."""
         args: dict[str, Any] = {"method": self.method, "k": self.k}
@@ -205,6 +199,8 @@ def plan_selection(sources: list[str], cfg: SelectConfig, ws: Workspace) -> tupl
     """The selection's run id (nothing embedded yet) and what it needs."""
     from students.embed import model_fingerprint
 
+    if cfg.method == "rds" and not cfg.target:
+        raise ConfigError("select: rds needs a target set: --target FILE or task:NAME")
     pool, parents, manifests = load_pool(sources, ws)
     if cfg.k > len(pool):
         raise ConfigError(f"cannot select k={cfg.k} rows from a pool of {len(pool)}: lower -k "

@@ -17,11 +17,19 @@ second, not an hour of generation. The shape, with defaults::
     student: {recipe: smollm2-lora, overrides: {learning_rate: 0.001}}
     base: untrained                         # or {model: SPEC}
     reference: gold                         # or {model: SPEC}
+    select: {method: rds, k: 64}            # optional, also per domain: see below
 
 ``base: untrained`` evaluates the student's own base model before training. ``reference: gold``
 trains the same recipe on the domain's gold seed rows (instruction and human response), as many
 as a cell uses, so PGR reads "how much of the gap between the untrained model and one trained on
 gold data of the same size does this generator's data recover". Both may be set per domain.
+
+``select`` (suite-wide or per domain; :class:`datagen.select.SelectConfig` plus ``control``)
+adds, for every cell of the domain, a student trained on ``k`` rows chosen from the cell's run
+by RDS+ (target: the domain's tasks, ``task:NAME``, unless ``target`` is given) and, with
+``control: true`` (the default), one trained on ``k`` rows of the same run drawn at random: the
+same budget with and without selection. They show as generators ``NAME+rds`` and
+``NAME+random`` (method ``select``) beside the cell trained on the whole run.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from pydantic import (
     field_validator,
 )
 
+from datagen.select import SelectConfig
 from datagen_core.errors import ConfigError, InputError
 from datagen_core.records import GeneratorSpec, validation_message
 
@@ -99,6 +108,13 @@ BaselineField = Annotated[Baseline, BeforeValidator(_baseline)]
 """A baseline written as 'untrained', 'gold' or {model: SPEC}."""
 
 
+class SuiteSelect(SelectConfig):
+    """A suite's selection: RDS+ (or random) k rows of each cell's run, plus the random
+    control at the same k."""
+
+    control: bool = Field(True, description="also train on k random rows of the same run")
+
+
 class SuiteDomain(_Config):
     seeds: str | None = Field(None, description="seed set (default builtin:<domain>)")
     n: int | None = Field(None, ge=1, description="per-domain override of the suite's n")
@@ -106,6 +122,7 @@ class SuiteDomain(_Config):
     eval_limit: int | None = Field(None, ge=1, description="first N items of each task")
     base: BaselineField | None = None
     reference: BaselineField | None = None
+    select: SuiteSelect | None = Field(None, description="per-domain selection cells")
 
     @field_validator("tasks", mode="before")
     @classmethod
@@ -144,6 +161,7 @@ class Suite(_Config):
     n_boot: int = Field(1000, ge=100)
     resources: SuiteResources = Field(default_factory=SuiteResources)
     report: str = Field("report.html", description="the HTML report, relative to the workspace")
+    select: SuiteSelect | None = Field(None, description="selection cells in every domain")
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -165,6 +183,19 @@ class Suite(_Config):
 
     def seeds_for(self, domain: str) -> str:
         return self.domains[domain].seeds or f"builtin:{domain}"
+
+    def selections(self, domain: str) -> list[SelectConfig]:
+        """The selections every cell of ``domain`` is also trained on (empty: none): the
+        configured one (its target defaulting to the domain's tasks), then the random control."""
+        sel = self.domains[domain].select or self.select
+        if sel is None:
+            return []
+        target = sel.target or [f"task:{t.name}" for t in self.domains[domain].tasks]
+        main = SelectConfig(**sel.model_dump(exclude={"control", "target"}), target=target)
+        out = [main]
+        if sel.control and sel.method != "random":
+            out.append(main.model_copy(update={"method": "random"}))
+        return out
 
     def cells(self) -> list[tuple[SuiteGenerator, SuiteMethod, str]]:
         """Every generator x method x domain, generators outermost (the order they run in)."""
@@ -266,6 +297,18 @@ def check_suite(suite: Suite, where: str = "suite") -> None:
                 fail(key, "gold is a reference; the base is 'untrained' or {model: SPEC}")
             if b.kind == "untrained" and role == "reference":
                 fail(key, "the reference must beat the base: use gold or {model: SPEC}")
+    for d in suite.domains:
+        for sel in suite.selections(d):
+            key = f"domains.{d}.select" if suite.domains[d].select else "select"
+            if sel.k >= suite.domain_n(d):
+                fail(key, f"k={sel.k} is not below the domain's n={suite.domain_n(d)}: a "
+                     "selection needs a larger pool than it keeps")
+            for tgt in sel.target:
+                if tgt.startswith("task:"):
+                    try:
+                        TASKS.get(tgt[len("task:"):])
+                    except ConfigError as e:
+                        fail(key, str(e))
     if suite.base == suite.reference:
         fail("reference", "the same as the base: PGR would be undefined")
     from datagen.hygiene import check_hygiene

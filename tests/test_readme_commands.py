@@ -98,6 +98,9 @@ RUN: dict[str, Run] = {
         "the fake backend and the shipped personas", expect="rows kept"),
     "datagen generate -g fake -m template-expansion -n 60 -a sample=true": Run(
         "the fake backend and the shipped templates and issues", expect="60/60 rows kept"),
+    "datagen select 3f2a -k 4 -m random": Run(
+        "a real run id; random selection embeds nothing", subs={"3f2a": "run"},
+        expect="4 of"),
     "datagen metrics RUN --issue-bias openai:gpt-4o-mini": Run(
         "a template-expansion run; the stance judge is answered by the loopback server",
         loopback=True, subs={"RUN": "issue_run"}, expect="stance per issue"),
@@ -158,6 +161,13 @@ SKIP: dict[str, str] = {
     "datagen eval hf:smollm2 -t ifeval -t mbpp":
         "SmolLM2 on all of IFEval and MBPP (over 1,000 greedy generations on a CPU); "
         "hf:smollm2 evaluation is covered by tests/students/test_evaluate.py",
+    "datagen select 3f2a 7c1e -k 256 --target task:gsm8k":
+        "needs two runs of at least 256 rows and embeds them with SmolLM2 on the CPU (minutes); "
+        "RDS+ selection is run end to end with a tiny real model by tests/test_select.py",
+    "datagen eval STUDENT_ID -t winrate --judge openai:gpt-4o-mini -a source=href.jsonl -a "
+    "guide_field=human -a category_field=category -a agreement=labels.jsonl":
+        "needs a trained student, a categorised evaluation set and pairs labelled by people; "
+        "tests/students/test_href.py runs the same task with a scripted judge",
     "datagen serve": SERVE_BLOCKS,
     "datagen -w datagen-workspace/bench/quickstart serve --port 8800": SERVE_BLOCKS,
 }
