@@ -279,7 +279,7 @@ def _embed(texts: list[str], embedder: Any, model_fp: str | None, store: Any,
         write_embeddings(store, [keys[i] for i in block], vecs)
         cached.update({keys[i]: v for i, v in zip(block, vecs)})
         result.embedded += len(block)
-        log.info("select: embedded %d of %d new rows", start + len(block), len(missing))
+        log.info("embedded %d of %d new rows", start + len(block), len(missing))
     return np.stack([cached[k] for k in keys]) if keys else np.zeros((0, 1), np.float32)
 
 

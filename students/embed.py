@@ -86,37 +86,50 @@ class Embedder:
         self._model: Any = None
         self._tok: Any = None
 
+    def _load_tokenizer(self) -> Any:
+        if self._tok is None:
+            try:
+                import transformers
+            except ImportError:
+                from datagen_core.errors import MissingDependencyError
+
+                raise MissingDependencyError("embedding", "transformers", extra="local") from None
+            if not log.isEnabledFor(logging.DEBUG):
+                transformers.utils.logging.disable_progress_bar()
+            path = resolve_embedder(self.name)
+            try:
+                tok = transformers.AutoTokenizer.from_pretrained(path)
+            except (OSError, ValueError) as e:
+                raise BackendError(f"embedder {self.name!r}: cannot load {path!r}: {e}") from None
+            tok.padding_side = "right"
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token or tok.unk_token
+            self._tok = tok
+        return self._tok
+
     def _load(self) -> None:
+        """The model, only when something is to be embedded (a fully cached selection needs
+        the tokenizer's eos and nothing else)."""
         if self._model is not None:
             return
-        try:
-            import torch
-            import transformers
-        except ImportError:
-            from datagen_core.errors import MissingDependencyError
+        self._load_tokenizer()  # also the one clear line when transformers is missing
+        import torch
+        import transformers
 
-            raise MissingDependencyError("embedding", "transformers", extra="local") from None
-        if not log.isEnabledFor(logging.DEBUG):
-            transformers.utils.logging.disable_progress_bar()
         if self.threads:
             torch.set_num_threads(self.threads)
         path = resolve_embedder(self.name)
         try:
-            self._tok = transformers.AutoTokenizer.from_pretrained(path)
             # the causal LM's trunk: its last hidden layer, without computing the LM head
             self._model = transformers.AutoModelForCausalLM.from_pretrained(
                 path, dtype=torch.float32).base_model
         except (OSError, ValueError) as e:
             raise BackendError(f"embedder {self.name!r}: cannot load {path!r}: {e}") from None
         self._model.eval()
-        self._tok.padding_side = "right"
-        if self._tok.pad_token is None:
-            self._tok.pad_token = self._tok.eos_token or self._tok.unk_token
 
     @property
     def eos(self) -> str:
-        self._load()
-        return str(self._tok.eos_token or "")
+        return str(self._load_tokenizer().eos_token or "")
 
     def embed(self, texts: Sequence[str],
               progress: Callable[[int], None] | None = None) -> Any:
