@@ -133,8 +133,8 @@ SKIP: dict[str, str] = {
         "tests/test_end_to_end.py::"
         "test_quickstart_bench_ranks_the_generators_and_a_rerun_reuses_every_step",
     "datagen bench configs/bench/agorabench-mini.yaml":
-        "trains 21 students and evaluates them on six tasks (about half an hour): run by the slow "
-        "test tests/test_agorabench_mini.py",
+        "trains 21 students and evaluates them on six tasks (about an hour on 2 cores): run by "
+        "tests/test_agorabench_mini.py (pytest -m mini)",
     "datagen bench configs/bench/agorabench.yaml --dry-run":
         "decontamination must read the suite's win-rate set (AlpacaEval) from the Hugging Face "
         "Hub; tests/test_bench.py plans the same suite with the shipped win-rate set",
