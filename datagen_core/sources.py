@@ -209,6 +209,8 @@ def hub_unreachable() -> str | None:
     probed."""
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         return None
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # through a proxy a direct connect proves nothing: let the client try
     from urllib.parse import urlparse
 
     host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
