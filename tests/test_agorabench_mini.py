@@ -1,6 +1,6 @@
 """The offline twin of the flagship suite, end to end: every cell type (three AgoraBench methods
 x math, code and general; six tasks) goes through generate, curate, train, evaluate and PGR with
-the embedded SmolLM2 as generator, reference and judge. About an hour on 2 cores, so it has its
+the embedded SmolLM2 as generator, reference and judge. Well over an hour on 2 cores, so it has its
 own marker (``pytest -m mini``), outside CI's time budget.
 
 SmolLM2-135M cannot produce valid data for most cells (see the suite file), so this pins what a

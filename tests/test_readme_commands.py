@@ -133,7 +133,7 @@ SKIP: dict[str, str] = {
         "tests/test_end_to_end.py::"
         "test_quickstart_bench_ranks_the_generators_and_a_rerun_reuses_every_step",
     "datagen bench configs/bench/agorabench-mini.yaml":
-        "trains 21 students and evaluates them on six tasks (about an hour on 2 cores): run by "
+        "trains 21 students and evaluates them on six tasks (well over an hour on 2 cores): run by "
         "tests/test_agorabench_mini.py (pytest -m mini)",
     "datagen bench configs/bench/agorabench.yaml --dry-run":
         "decontamination must read the suite's win-rate set (AlpacaEval) from the Hugging Face "
