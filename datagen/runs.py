@@ -275,7 +275,7 @@ async def _execute(manifest: RunManifest, plan: RunPlan, store: Store, run_dir: 
         return call_other
 
     ctx = MethodContext(rows=rows, source=uri, n=n, domain=domain, generate=call,
-                        generate_with=generate_with)
+                        generate_with=generate_with, generator=spec.label)
     async with engine:
         try:
             produced = await m.run(ctx)

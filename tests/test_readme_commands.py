@@ -150,6 +150,9 @@ SKIP: dict[str, str] = {
     "datagen generate -g openai:gpt-4o -m attribute-variants -a "
     "judge=anthropic:claude-3-5-sonnet-latest":
         ECHO_IS_NOT_DATA + "tests/generators/test_attribute_variants.py",
+    "datagen generate -g openai:gpt-4o-mini -m preference-pairs -i prompts.jsonl -a "
+    "'pool=[anthropic:claude-3-5-haiku-latest]' -a judge=openai:gpt-4o":
+        ECHO_IS_NOT_DATA + "tests/generators/test_preference_pairs.py (the CLI too)",
     "datagen train RUN --recipe tiny-llama":
         "trains a student as a Ray task (minutes); training is covered by "
         "tests/students/test_training.py and the slow end-to-end tests",

@@ -55,6 +55,8 @@ class MethodContext:
     domain: str | None
     generate: Generate
     generate_with: Callable[[GeneratorSpec | str], Generate] | None = None
+    #: the run's generator label (``provider:model``), for methods that record who wrote what
+    generator: str | None = None
 
 
 @dataclass

@@ -1,0 +1,334 @@
+"""``preference-pairs``: general preference pairs from a pool of generators and a rating judge.
+
+The recipe of UltraFeedback (Cui et al. 2023) and Tulu 3's preference pipeline (Lambert et al.
+2024, section 5.2): answer each prompt with several models, rate every answer with an LM judge on
+fine-grained aspects, and binarise the ratings into chosen/rejected.
+
+1. **Completions.** Each prompt (a prompt column or a chat ``messages`` column, read exactly as
+   the ``prompt`` method reads it) is answered by every pool member: the run's own generator (on
+   policy when it is the model being trained) plus the ``pool`` specs, ``samples`` times each.
+   UltraFeedback answers every prompt 4 times (4 models drawn from its pool), so with no pool the
+   generator is sampled 4 times; with a pool, once per member.
+2. **Ratings.** The judge (``judge``, default the generator) rates each completion on its own,
+   blind to which model wrote it, 1-5 on each aspect. The default aspects are UltraFeedback's four
+   (helpfulness, instruction-following, honesty, truthfulness), which Tulu 3 reuses with
+   GPT-4o as judge; their rubric is ``prompts/preference-pairs/aspects.txt`` (our own wording),
+   ``definitions`` adds or overrides aspects. One request rates all aspects of one completion. A
+   reply missing an aspect, or giving a number outside 1-5, leaves the completion unrated (kept
+   out of pairs, with the reason) rather than guessed.
+3. **Binarisation (Tulu 3's rule).** A completion's score is its mean rating over the aspects. The
+   chosen answer is the highest-scoring one (a seeded draw among equals at the top); the rejected
+   one is a seeded random draw among the completions scoring *strictly lower* and at least
+   ``min_margin`` lower. A random lower one rather than the worst keeps easy, near-garbage
+   rejections from dominating; a prompt whose completions all tie, or where none is far enough
+   below, yields no pair (its instances say so). ``margin`` = chosen minus rejected mean;
+   ``weight`` = margin / 4, the gap as a share of the 1-5 scale (0-1], for a trainer that
+   weights the loss or filters by confidence.
+4. **Pairwise check** (``pairwise: true``): the judge also compares chosen and rejected directly,
+   once in each order (the same A/B prompt format and parser as ``attribute-variants``). A pair
+   is kept only when both orders prefer the chosen answer; a judge that picks the same position
+   both times is *position-inconsistent*, and those pairs are excluded and recorded (reason and
+   both verdicts on the prompt's instances).
+
+Instances are the completions, one per completion request (index-aligned): valid only for the
+chosen side of a kept pair, every other completion rejected with its reason (``rejected side of a
+pair``, ``lower rated``, ``ratings tied``...), and ``meta`` holding its generator and ratings, so
+``datagen runs show`` counts what happened. Each pair's ``evidence`` holds every completion's
+ratings per aspect and generator, the judge and the pairwise verdicts; its ``meta`` which generator
+wrote each side.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from pydantic import Field
+
+from datagen_core.errors import ConfigError
+from datagen_core.fingerprint import stable_hash
+from datagen_core.records import GenRequest, GenResponse, Instance, Message, Pair, SamplingParams
+from generators.methods.attribute_variants import (
+    Verdict,
+    judge_outcome,
+    parse_verdict,
+    render_context,
+    template,
+)
+from generators.methods.base import (
+    Generate,
+    Method,
+    MethodArgs,
+    MethodContext,
+    Produced,
+    response_problem,
+)
+from generators.methods.prompt import PromptMethod
+
+PROMPT_DIR = "preference-pairs"
+DEFAULT_ASPECTS = ("helpfulness", "instruction-following", "honesty", "truthfulness")
+#: the span of the 1-5 scale: a margin divided by it is the pair's weight
+SCALE_SPAN = 4.0
+
+
+def builtin_aspects() -> dict[str, str]:
+    """Aspect name -> rubric text, from ``aspects.txt`` (``## name`` then its definition)."""
+    path = resources.files("generators.prompts").joinpath(PROMPT_DIR, "aspects.txt")
+    out: dict[str, str] = {}
+    for block in path.read_text(encoding="utf-8").split("## ")[1:]:
+        name, _, text = block.partition("\n")
+        out[name.strip()] = text.strip()
+    return out
+
+
+def _aspect_re(name: str) -> re.Pattern[str]:
+    words = r"[\s_\-]*".join(re.escape(w) for w in re.split(r"[\s_\-]+", name) if w)
+    return re.compile(rf"^[\s>*#_\-]*{words}[\s*_]*(?:rating|score)?[\s*_]*[:=\-]?[\s*_]*"
+                      r"(\d+(?:\.\d+)?)(?:\s*(?:/|out of)\s*5)?", re.I | re.M)
+
+
+def parse_ratings(text: str, aspects: list[str]) -> tuple[dict[str, float], str | None]:
+    """``Helpfulness: 4`` lines -> {aspect: rating}, and why the reply is unusable (else None).
+
+    Case, markdown emphasis, ``4/5`` and ``4 out of 5`` are tolerated; the first line naming an
+    aspect wins. A rating outside 1-5 or a missing aspect makes the whole reply unusable: a mean
+    over some aspects would not be comparable with a mean over all of them.
+    """
+    found: dict[str, float] = {}
+    for a in aspects:
+        m = _aspect_re(a).search(text)
+        if m:
+            found[a] = float(m.group(1))
+    missing = [a for a in aspects if a not in found]
+    if missing:
+        return found, f"judge gave no rating for: {', '.join(missing)}"
+    bad = [a for a in aspects if not 1 <= found[a] <= 5]
+    if bad:
+        return found, f"judge rating outside 1-5 for: {', '.join(bad)}"
+    return found, None
+
+
+class PreferencePairsArgs(MethodArgs):
+    column: str | None = None
+    system: str | None = None
+    #: other generator specs answering every prompt; the run's generator is always a member
+    pool: list[str] = Field(default_factory=list)
+    #: completions per pool member; default 4 with no pool (UltraFeedback's 4 per prompt), else 1
+    samples: int | None = Field(None, ge=1)
+    #: rating judge spec; default the generator itself
+    judge: str | None = None
+    #: sampling for judge requests (replaces the judge spec's), e.g. {"temperature": 0}
+    judge_sampling: SamplingParams | None = None
+    aspects: list[str] = Field(default_factory=lambda: list(DEFAULT_ASPECTS), min_length=1)
+    #: rubric text for extra aspects, or replacing a built-in one's
+    definitions: dict[str, str] = Field(default_factory=dict)
+    #: the smallest mean-rating gap a pair may have (0: any strictly lower completion)
+    min_margin: float = Field(0.0, ge=0)
+    #: also judge chosen vs rejected in both orders; keep only order-consistent agreement
+    pairwise: bool = False
+    seed: int = 0
+
+
+@dataclass
+class _Completion:
+    index: int
+    row: int
+    member: str
+    request: GenRequest
+    response: GenResponse
+    problem: str | None = None
+    ratings: dict[str, float] = field(default_factory=dict)
+    judge_text: str | None = None
+
+    @property
+    def score(self) -> float | None:
+        return sum(self.ratings.values()) / len(self.ratings) if self.problem is None else None
+
+    def summary(self) -> dict[str, Any]:
+        return {"completion": self.index, "generator": self.member, "sample":
+                self.request.sample, "ratings": self.ratings, "mean": self.score,
+                "problem": self.problem}
+
+
+class PreferencePairs(Method):
+    """Pool completions, aspect ratings by a judge, Tulu 3 binarisation; see the module doc."""
+
+    name = "preference-pairs"
+    version = "1"
+    Args = PreferencePairsArgs
+    args: PreferencePairsArgs
+    dry_run_exact = False
+
+    def __init__(self, **args: Any) -> None:
+        super().__init__(**args)
+        a = self.args
+        rubric = {**builtin_aspects(), **a.definitions}
+        unknown = [x for x in a.aspects if x not in rubric]
+        if unknown:
+            raise ConfigError(f"method {self.name}: unknown aspect(s) {', '.join(unknown)}; "
+                              f"built-in: {', '.join(builtin_aspects())}, or define them with "
+                              "definitions: {name: rubric}")
+        if len(set(a.aspects)) != len(a.aspects) or len(set(a.pool)) != len(a.pool):
+            raise ConfigError(f"method {self.name}: aspects and pool members must be distinct")
+        self.rubric = {x: rubric[x] for x in a.aspects}
+
+    def _other(self, ctx: MethodContext, spec: str) -> Generate:
+        if ctx.generate_with is None:
+            raise ConfigError(f"{self.name}: this context cannot call other generators")
+        return ctx.generate_with(spec)
+
+    async def run(self, ctx: MethodContext) -> Produced:
+        a = self.args
+        samples = a.samples or (1 if a.pool else 4)
+        own = ctx.generator or "generator"
+        members: list[tuple[str, Generate]] = [(own, ctx.generate)]
+        members += [(spec, self._other(ctx, spec)) for spec in a.pool]
+        judge = self._other(ctx, a.judge) if a.judge else ctx.generate
+        judge_name = a.judge or own
+
+        base = PromptMethod(column=a.column, system=a.system, samples=samples).requests(ctx)
+        out = Produced()
+        comps: list[_Completion] = []
+        for member, generate in members:
+            requests = [q.model_copy(update={"meta": {**q.meta, "generator": member}})
+                        for q in base]
+            responses = await generate(requests)
+            out.requests += requests
+            out.responses += responses
+            comps += [_Completion(len(comps) + i, q.meta["row"], member, q, r,
+                                  response_problem(r))
+                      for i, (q, r) in enumerate(zip(requests, responses))]
+
+        rated = [c for c in comps if c.problem is None]
+        jrequests = [self._rate_request(c) for c in rated]
+        jresponses = await judge(jrequests) if jrequests else []
+        out.extra_responses += jresponses
+        for c, r in zip(rated, jresponses):
+            c.judge_text = r.text
+            problem = response_problem(r)
+            c.ratings, c.problem = ({}, f"judge {problem}") if problem else \
+                parse_ratings(r.text or "", a.aspects)
+
+        by_row: dict[int, list[_Completion]] = {}
+        for c in comps:
+            by_row.setdefault(c.row, []).append(c)
+        picks = {row: self._pick(row, cs) for row, cs in by_row.items()}
+        verdicts = await self._pairwise(judge, picks, out) if a.pairwise else {}
+
+        reasons: dict[int, str | None] = {}
+        for row, cs in by_row.items():
+            pick, why = picks[row]
+            outcome = verdicts.get(row, ("kept", None, None))
+            if pick is not None and outcome[0] != "kept":
+                why = f"pairwise check failed: {outcome[0]}"
+            for c in cs:
+                reasons[c.index] = c.problem or why or (
+                    None if pick and c is pick[0] else "rejected side of a pair"
+                    if pick and c is pick[1] else "lower rated, not drawn")
+            if pick is not None and why is None:
+                out.pairs.append(self._pair(len(out.pairs), cs, pick, judge_name, outcome))
+        for c in comps:
+            reason = reasons[c.index]
+            messages = [m for m in c.request.messages if m.role != "system"]
+            if c.response.text is not None:
+                messages.append(Message(role="assistant", content=c.response.text))
+            out.instances.append(Instance(
+                index=c.index, instance_id=stable_hash([c.member, c.request.sample,
+                                                        [m.model_dump() for m in messages]]),
+                messages=messages, valid=reason is None, reject_reason=reason,
+                meta={**c.request.meta, "sample": c.request.sample, "key": c.response.key,
+                      "ratings": c.ratings, "mean": c.score, "judge_reply": c.judge_text,
+                      "pairwise": _verdict_meta(verdicts.get(c.row))}))
+        return out
+
+    def _rate_request(self, c: _Completion) -> GenRequest:
+        text = template("rate", PROMPT_DIR).substitute(
+            prompt=_conversation(c.request.messages), response=c.response.text or "",
+            rubric="\n\n".join(f"{n}: {d}" for n, d in self.rubric.items()),
+            format="\n".join(f"{n}: <1-5>" for n in self.rubric))
+        return GenRequest(messages=[Message(role="user", content=text)],
+                          sampling=self.args.judge_sampling,
+                          meta={"row": c.row, "completion": c.index, "generator": c.member})
+
+    def _pick(self, row: int, cs: list[_Completion]
+              ) -> tuple[tuple[_Completion, _Completion] | None, str | None]:
+        """(chosen, rejected) by Tulu 3's rule, or None and why the prompt yields no pair."""
+        scored = [c for c in cs if c.score is not None]
+        if len(scored) < 2:
+            return None, f"fewer than 2 rated completions for the prompt ({len(scored)})"
+        rng = random.Random(stable_hash([self.args.seed, row]))
+        best = max(c.score for c in scored if c.score is not None)
+        chosen = rng.choice([c for c in scored if c.score == best])
+        lower = [c for c in scored if c.score is not None and c.score < best]
+        if not lower:
+            return None, "ratings tied: no completion rated below the best"
+        far = [c for c in lower if c.score is not None and best - c.score >= self.args.min_margin]
+        if not far:
+            return None, f"no completion at least min_margin {self.args.min_margin} below the best"
+        return (chosen, rng.choice(far)), None
+
+    async def _pairwise(self, judge: Generate, picks: dict[int, Any], out: Produced
+                        ) -> dict[int, tuple[str, Verdict, Verdict]]:
+        """Chosen vs rejected in both orders; row -> (outcome, A/B verdict, B/A verdict)."""
+        tpl = template("pairwise", PROMPT_DIR)
+        rows = [(row, pick) for row, (pick, _) in picks.items() if pick is not None]
+        requests = []
+        for row, (ch, rj) in rows:
+            for order, (x, y) in (("ab", (ch, rj)), ("ba", (rj, ch))):
+                text = tpl.substitute(prompt=_conversation(ch.request.messages),
+                                      a=x.response.text, b=y.response.text,
+                                      aspects=", ".join(self.rubric))
+                requests.append(GenRequest(messages=[Message(role="user", content=text)],
+                                           sampling=self.args.judge_sampling,
+                                           meta={"row": row, "order": order}))
+        responses = await judge(requests) if requests else []
+        out.extra_responses += responses
+        got = {(q.meta["row"], q.meta["order"]): parse_verdict(r.text or "") if r.ok
+               else Verdict(None) for q, r in zip(requests, responses)}
+        result = {}
+        for row, _ in rows:
+            ab, ba = got[(row, "ab")], got[(row, "ba")]
+            outcome = judge_outcome(ab, ba)
+            if outcome != "kept" and ab.better in ("A", "B") and ab.better == ba.better:
+                outcome = f"position-inconsistent (both orders picked {ab.better})"
+            result[row] = (outcome, ab, ba)
+        return result
+
+    def _pair(self, index: int, cs: list[_Completion], pick: tuple[_Completion, _Completion],
+              judge: str, outcome: tuple[str, Verdict | None, Verdict | None]) -> Pair:
+        chosen, rejected = pick
+        assert chosen.score is not None and rejected.score is not None  # for mypy
+        gap = chosen.score - rejected.score
+        evidence: dict[str, Any] = {
+            "judge": judge, "aspects": list(self.rubric), "rule": "tulu3-mean-rating",
+            "min_margin": self.args.min_margin,
+            "chosen_ratings": chosen.ratings, "rejected_ratings": rejected.ratings,
+            "completions": [c.summary() for c in cs]}
+        if outcome[1] is not None:
+            evidence["pairwise"] = _verdict_meta(outcome)
+        return Pair(
+            index=index,
+            pair_id=stable_hash([chosen.request.meta["row_id"], chosen.response.text,
+                                 rejected.response.text]),
+            prompt=[m for m in chosen.request.messages if m.role != "system"],
+            chosen=[Message(role="assistant", content=chosen.response.text or "")],
+            rejected=[Message(role="assistant", content=rejected.response.text or "")],
+            attribute="overall", margin=gap, weight=gap / SCALE_SPAN, evidence=evidence,
+            meta={"row_id": chosen.request.meta["row_id"], "chosen_generator": chosen.member,
+                  "rejected_generator": rejected.member, "chosen_completion": chosen.index,
+                  "rejected_completion": rejected.index})
+
+
+def _conversation(messages: list[Message]) -> str:
+    turns = [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
+    return render_context(turns) if len(turns) > 1 else (turns[0]["content"] if turns else "")
+
+
+def _verdict_meta(outcome: tuple[str, Verdict | None, Verdict | None] | None
+                  ) -> dict[str, Any] | None:
+    if outcome is None or outcome[1] is None or outcome[2] is None:
+        return None
+    return {"outcome": outcome[0], "ab": outcome[1].as_dict(), "ba": outcome[2].as_dict()}
