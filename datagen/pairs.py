@@ -45,7 +45,7 @@ def load_pairs(run_id: str, *, attribute: str | None = None, min_margin: float |
     pairs = store.read_pairs(rid)
     if not pairs:
         raise NotFoundError(f"run {rid} has no preference pairs: pairs come from methods such "
-                            "as attribute-variants and multi-attribute-edit")
+                            "as preference-pairs, attribute-variants and multi-attribute-edit")
     kept = [p for p in pairs
             if (attribute is None or p.attribute == attribute)
             and (min_margin is None or (p.margin is not None and p.margin >= min_margin))]

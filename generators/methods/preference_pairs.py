@@ -67,6 +67,7 @@ from generators.methods.base import (
     response_problem,
 )
 from generators.methods.prompt import PromptMethod
+from generators.specs import load_spec
 
 PROMPT_DIR = "preference-pairs"
 DEFAULT_ASPECTS = ("helpfulness", "instruction-following", "honesty", "truthfulness")
@@ -145,7 +146,9 @@ class _Completion:
 
     @property
     def score(self) -> float | None:
-        return sum(self.ratings.values()) / len(self.ratings) if self.problem is None else None
+        if self.problem is not None:
+            return None  # rounded: equal means must compare equal, whatever the float noise
+        return round(sum(self.ratings.values()) / len(self.ratings), 9)
 
     def summary(self) -> dict[str, Any]:
         return {"completion": self.index, "generator": self.member, "sample":
@@ -174,20 +177,34 @@ class PreferencePairs(Method):
         if len(set(a.aspects)) != len(a.aspects) or len(set(a.pool)) != len(a.pool):
             raise ConfigError(f"method {self.name}: aspects and pool members must be distinct")
         self.rubric = {x: rubric[x] for x in a.aspects}
+        for spec in [*a.pool, *([a.judge] if a.judge else [])]:
+            load_spec(spec)  # a bad spec is one line before any run exists
 
     def _other(self, ctx: MethodContext, spec: str) -> Generate:
         if ctx.generate_with is None:
             raise ConfigError(f"{self.name}: this context cannot call other generators")
         return ctx.generate_with(spec)
 
+    def _members(self, ctx: MethodContext) -> list[tuple[str, Generate]]:
+        """(label, generate) per pool member, the run's generator first. A member that is the
+        generator again would only repeat its cached answers (same request keys): an error."""
+        own = ctx.generator or "generator"
+        members: list[tuple[str, Generate]] = [(own, ctx.generate)]
+        for spec in self.args.pool:
+            label = load_spec(spec).label
+            if label in (m for m, _ in members):
+                raise ConfigError(f"method {self.name}: pool member {spec!r} is {label}, already "
+                                  "in the pool (the run's generator is always a member); use "
+                                  "samples for more answers from one model")
+            members.append((label, self._other(ctx, spec)))
+        return members
+
     async def run(self, ctx: MethodContext) -> Produced:
         a = self.args
         samples = a.samples or (1 if a.pool else 4)
-        own = ctx.generator or "generator"
-        members: list[tuple[str, Generate]] = [(own, ctx.generate)]
-        members += [(spec, self._other(ctx, spec)) for spec in a.pool]
+        members = self._members(ctx)
         judge = self._other(ctx, a.judge) if a.judge else ctx.generate
-        judge_name = a.judge or own
+        judge_name = load_spec(a.judge).label if a.judge else members[0][0]
 
         base = PromptMethod(column=a.column, system=a.system, samples=samples).requests(ctx)
         out = Produced()

@@ -132,6 +132,7 @@ def test_pairs_kept_and_dropped_by_the_rule(tmp_path: Path):
     assert len(rows) == 2 and set(rows[0]) == {"prompt", "chosen", "rejected"}
     assert rows[0]["prompt"] == [{"role": "user", "content": "Question number 0?"}]
     assert rows[0]["chosen"][0]["role"] == "assistant"
+    assert res.curation["pairs"]["input"] == 2 and res.curation["pairs"]["kept"] == 2
 
 
 def test_samples_of_one_generator_and_a_seeded_draw(tmp_path: Path):
@@ -180,6 +181,11 @@ def test_bad_arguments_are_one_line(tmp_path: Path):
         PreferencePairs(pool=["fake:a", "fake:a"])
     with pytest.raises(ConfigError, match="min_margin"):
         PreferencePairs(min_margin=-1)
+
+
+def test_the_generator_cannot_join_its_own_pool(tmp_path: Path):
+    with pytest.raises(ConfigError, match="pool member 'fake:gen' is fake:gen, already in"):
+        run(tmp_path, pool=["fake:gen"])
 
 
 def test_cli_generate_with_a_scripted_pool_and_judge(tmp_path: Path):
