@@ -201,12 +201,11 @@ def parse_hf_uri(uri: str) -> tuple[str, str | None, str]:
     return name, config, split or "train"
 
 
-@functools.cache
 def hub_unreachable() -> str | None:
-    """Why the HF Hub cannot be reached, or None. Probed once per process (a 3 s TCP connect),
-    so an offline machine fails in seconds instead of sitting through the Hub client's retries
-    for every data set; with ``HF_HUB_OFFLINE=1`` the datasets cache answers and nothing is
-    probed."""
+    """Why the HF Hub cannot be reached, or None. Probed once per process and host (a 3 s TCP
+    connect), so an offline machine fails in seconds instead of sitting through the Hub
+    client's retries for every data set; with ``HF_HUB_OFFLINE=1`` the datasets cache answers
+    and nothing is probed."""
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         return None
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
@@ -214,8 +213,13 @@ def hub_unreachable() -> str | None:
     from urllib.parse import urlparse
 
     host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
+    return _probe(host or "huggingface.co")
+
+
+@functools.cache
+def _probe(host: str) -> str | None:
     try:
-        socket.create_connection((host or "huggingface.co", 443), timeout=3).close()
+        socket.create_connection((host, 443), timeout=3).close()
     except OSError as e:
         return f"{host} is unreachable ({e.strerror or e})"
     return None

@@ -157,12 +157,12 @@ def test_an_unreachable_hub_fails_fast_with_one_line(tmp_path, monkeypatch):
     """Offline without local eval sets: the Hub is probed once (not retried for every set), the
     run is kept and says it was not decontaminated, and an hf:// source is one clear line."""
     from datagen_core.errors import InputError
-    from datagen_core.sources import hub_unreachable, load_rows
+    from datagen_core.sources import _probe, load_rows
 
     monkeypatch.delenv("DATAGEN_EVAL_DIR")
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
-    hub_unreachable.cache_clear()
+    _probe.cache_clear()
     try:
         source = jsonl(tmp_path / "p.jsonl", [{"prompt": "Tell me about owls."}])
         spec, backend = fake()
@@ -173,4 +173,4 @@ def test_an_unreachable_hub_fails_fast_with_one_line(tmp_path, monkeypatch):
                            r"127\.0\.0\.1 is unreachable .* HF_HUB_OFFLINE=1"):
             load_rows("hf://org/name:train")
     finally:
-        hub_unreachable.cache_clear()
+        _probe.cache_clear()
