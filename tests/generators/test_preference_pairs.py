@@ -183,6 +183,23 @@ def test_bad_arguments_are_one_line(tmp_path: Path):
         PreferencePairs(min_margin=-1)
 
 
+def test_a_failed_judge_request_is_a_reason_and_a_rerun_resends_only_it(tmp_path: Path):
+    def flaky(request):
+        text = request.messages[0].content
+        if "[fake:other|p0|" in text:
+            return {"error": 400}  # invalid: not retried
+        return rate(request)
+
+    res, _ = run(tmp_path, judge=flaky)
+    assert sorted(p.meta["row_id"] for p in res.pairs) == ["p2", "p4"]
+    reasons = {(x.meta["row_id"], x.meta["generator"]): x.reject_reason for x in res.instances}
+    assert reasons[("p0", "fake:other")].startswith("judge request failed")
+    again, b = run(tmp_path)
+    assert again.run_id == res.run_id
+    assert not b["gen"].history and not b["other"].history and len(b["judge"].history) == 1
+    assert sorted(p.meta["row_id"] for p in again.pairs) == ["p0", "p2", "p4"]
+
+
 def test_the_generator_cannot_join_its_own_pool(tmp_path: Path):
     with pytest.raises(ConfigError, match="pool member 'fake:gen' is fake:gen, already in"):
         run(tmp_path, pool=["fake:gen"])
