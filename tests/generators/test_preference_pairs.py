@@ -226,3 +226,27 @@ def test_cli_generate_with_a_scripted_pool_and_judge(tmp_path: Path):
     assert r.exit_code == 0, r.output
     rows = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     assert [x["chosen"][0]["content"] for x in rows] == ["A careful, complete answer."] * 2
+
+
+def test_trl_dpo_trainer_takes_the_export_of_a_two_generator_pool(tmp_path: Path):
+    """The issue's bar: pairs from a pool of two generators plus a judge, exported, and one
+    DPOTrainer step on the file as is."""
+    import copy
+
+    import datasets
+
+    from tests.test_pairs_export import _tiny_model_and_tokenizer
+
+    model, tok = _tiny_model_and_tokenizer()
+    from trl import DPOConfig, DPOTrainer
+
+    res, _ = run(tmp_path)
+    path = export_pairs(res.run_id, tmp_path / "dpo.jsonl")
+    ds = datasets.load_dataset("json", data_files=str(path), split="train")
+    assert len(ds) == 3 and ds.column_names == ["prompt", "chosen", "rejected"]
+    args = DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=1, report_to=[],
+                     per_device_train_batch_size=3, save_strategy="no", use_cpu=True,
+                     max_length=128)
+    trainer = DPOTrainer(model, ref_model=copy.deepcopy(model), args=args, train_dataset=ds,
+                         processing_class=tok)
+    assert trainer.train().global_step == 1
