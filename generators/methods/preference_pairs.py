@@ -209,7 +209,7 @@ class PreferencePairs(Method):
         base = PromptMethod(column=a.column, system=a.system, samples=samples).requests(ctx)
         out = Produced()
         comps: list[_Completion] = []
-        for member, generate in members:
+        for member, generate in members:  # one at a time: each engine draws a live progress bar
             requests = [q.model_copy(update={"meta": {**q.meta, "generator": member}})
                         for q in base]
             responses = await generate(requests)
