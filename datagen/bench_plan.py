@@ -144,7 +144,8 @@ async def plan_cell(suite: Suite, g: Any, m: Any, domain: str,
     completion = count * spec.sampling.max_tokens
     from datagen_core.records import Usage
 
-    local = spec.provider not in ("openai", "anthropic") or spec.base_url is not None
+    local = (spec.provider.removesuffix("-batch") not in ("openai", "anthropic")
+             or spec.base_url is not None)
     price = spec.price or price_for(spec.provider, spec.model)
     usd: float | None = 0.0 if local else (
         cost(price, Usage(prompt_tokens=prompt, completion_tokens=completion))

@@ -75,6 +75,8 @@ class Engine:
         self.spec = spec
         self.backend = backend or create_backend(spec)
         self.log_path = Path(log_path) if log_path else None
+        if self.log_path is not None:
+            self.backend.run_dir = self.log_path.parent
         self.cache = cache
         self.progress = progress
         self.description = description or spec.label
@@ -218,7 +220,14 @@ class Engine:
                 if err is not None and err.kind == "fatal":
                     raise _Fatal(err)
                 for j, (key, index) in enumerate(unit):
-                    record(key, index, replies[j] if replies else None, err, latency, attempts)
+                    reply = replies[j] if replies else None
+                    if isinstance(reply, BaseException):  # this request alone failed
+                        item = self.backend.classify(reply)
+                        if item.kind == "fatal":
+                            raise _Fatal(item)
+                        record(key, index, None, item, latency, attempts)
+                    else:
+                        record(key, index, reply, err, latency, attempts)
 
         async def worker() -> None:  # one request per call: the hot path of API backends
             clock = _AttemptClock(self.spec.limits.timeout_s)
@@ -245,14 +254,14 @@ class Engine:
 
     async def _call(
         self, batch: list[GenRequest]
-    ) -> tuple[list[Reply] | None, ErrorInfo | None, int]:
+    ) -> tuple[Sequence[Reply | BaseException] | None, ErrorInfo | None, int]:
         """Send one batch with retries (batched backends): (replies, None, attempts) or
         (None, error, attempts). See :meth:`_retrying` for the retry policy."""
         spec = self.spec
         sampling = [r.sampling or spec.sampling for r in batch]
         backend = self.backend
 
-        async def attempt() -> list[Reply]:
+        async def attempt() -> Sequence[Reply | BaseException]:
             await self._acquire(batch, sampling)
             replies = await backend.complete_batch(batch, sampling)
             if len(replies) != len(batch):

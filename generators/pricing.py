@@ -25,14 +25,23 @@ _TABLE: dict[str, tuple[float, float]] = {
 }
 
 
+# The batch APIs (``openai-batch``, ``anthropic-batch``) bill 50% of the list price: OpenAI's
+# Batch API guide ("50% cost discount compared to synchronous APIs") and Anthropic's
+# batch-processing guide ("reducing costs by 50%").
+BATCH_DISCOUNT = 0.5
+
+
 def price_for(provider: str, model: str) -> Price | None:
-    if provider not in ("openai", "anthropic"):
+    base = provider.removesuffix("-batch")
+    if base not in ("openai", "anthropic"):
         return None
     # Longest prefix wins, so dated snapshots ("gpt-4o-2024-08-06") find their family.
     best = max((k for k in _TABLE if model.startswith(k)), key=len, default=None)
     if best is None:
         return None
     i, o = _TABLE[best]
+    if base != provider:
+        i, o = i * BATCH_DISCOUNT, o * BATCH_DISCOUNT
     return Price(input_per_mtok=i, output_per_mtok=o)
 
 

@@ -153,6 +153,9 @@ SKIP: dict[str, str] = {
     "datagen generate -g openai:gpt-4o-mini -m preference-pairs -i prompts.jsonl -a "
     "'pool=[anthropic:claude-3-5-haiku-latest]' -a judge=openai:gpt-4o":
         ECHO_IS_NOT_DATA + "tests/generators/test_preference_pairs.py (the CLI too)",
+    "datagen generate -g openai-batch:gpt-4o-mini -i prompts.jsonl -n 100000":
+        "a real batch may take up to 24 hours; tests/generators/test_batch_backends.py runs "
+        "both batch protocols (and a kill mid-poll) against generators.testing.batch_loopback",
     "datagen train RUN --recipe tiny-llama":
         "trains a student as a Ray task (minutes); training is covered by "
         "tests/students/test_training.py and the slow end-to-end tests",

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from datagen_core.errors import ConfigError, DatagenError
@@ -100,6 +101,9 @@ class Backend(ABC):
 
     def __init__(self, spec: GeneratorSpec) -> None:
         self.spec = spec
+        # The run's folder, set by the engine when the run has one: where a backend keeps state
+        # that must outlive the process (a batch API's submitted batch ids, for resume).
+        self.run_dir: Path | None = None
 
     async def start(self) -> None:
         """Open clients, check keys, load weights. Raise DatagenError with a fix on failure."""
@@ -112,7 +116,9 @@ class Backend(ABC):
 
     async def complete_batch(
         self, requests: list[GenRequest], sampling: list[SamplingParams]
-    ) -> list[Reply]:
+    ) -> Sequence[Reply | BaseException]:
+        """One reply per request, in order. An exception in place of a reply fails that request
+        alone (a batch API's per-request error); one raised fails the whole call."""
         return list(
             await asyncio.gather(*(self.complete(r, s) for r, s in zip(requests, sampling)))
         )
