@@ -40,6 +40,7 @@ from generators.keys import RequestKeys
 log = logging.getLogger("datagen.batch")
 
 STATE_FILE = "batches.jsonl"
+POLL_FAILURES = 10  # failed polls in a row before the call fails (and the engine retries it)
 
 
 class BatchBackend(Backend):
@@ -192,9 +193,23 @@ class BatchBackend(Backend):
             return {}
 
     async def _wait_and_collect(self, batch_id: str) -> dict[str, Reply | BaseException]:
+        """Poll until the batch ends, then read its results. A batch runs for up to a day, so a
+        passing network or 5xx failure of one poll is waited out here (up to
+        ``POLL_FAILURES`` in a row) rather than failing every request of the batch."""
+        failures = 0
         while True:
             self.polls += 1
-            state = await self.status(batch_id)
+            try:
+                state = await self.status(batch_id)
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                if self.classify(exc).kind not in ("rate_limit", "transient") \
+                        or failures >= POLL_FAILURES:
+                    raise
+                log.warning("%s: polling batch %s failed (%s); trying again",
+                            self.spec.label, batch_id, self.classify(exc).message)
+                state = ""
             if state in self.terminal:
                 break
             await asyncio.sleep(self.poll_s)

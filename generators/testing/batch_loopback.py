@@ -11,6 +11,8 @@ A batch ends on its ``--polls``-th retrieve, unless ``--hold`` keeps every batch
 fails with a 400; ``[expire]``, the first time it is seen, makes its batch expire before reaching
 it (absent from the OpenAI output file, ``expired`` in Anthropic results).
 
+``--poll-errors N`` answers the first N retrieves with a 500.
+
 ``GET /stats`` returns batches created, requests submitted per prompt and polls; ``POST /reset``
 clears them. Run it as ``python -m generators.testing.batch_loopback --port 0``; it prints
 ``READY <port>``. It binds 127.0.0.1 only.
@@ -32,8 +34,10 @@ from generators.testing.loopback import LoopbackServer, serve
 
 
 class BatchServer:
-    def __init__(self, polls: int = 1, hold: bool = False, api_key: str | None = None) -> None:
+    def __init__(self, polls: int = 1, hold: bool = False, api_key: str | None = None,
+                 poll_errors: int = 0) -> None:
         self.polls_to_end, self.hold, self.api_key = polls, hold, api_key
+        self.poll_errors = poll_errors  # retrieves still to fail with a 500
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self.seen: set[str] = set()
@@ -126,7 +130,16 @@ class BatchServer:
         batch["input_file_id"] = body["input_file_id"]
         return web.json_response(self._openai_view(batch))
 
+    def _poll_fault(self) -> web.Response | None:
+        if self.poll_errors > 0:
+            self.poll_errors -= 1
+            return web.json_response({"error": {"type": "api_error", "message": "poll fault"}},
+                                     status=500)
+        return None
+
     async def retrieve_openai(self, request: web.Request) -> web.Response:
+        if (fault := self._poll_fault()) is not None:
+            return fault
         batch = self.batches.get(request.match_info["id"])
         if batch is None:
             return web.json_response({"error": {"message": "no such batch"}}, status=404)
@@ -173,6 +186,8 @@ class BatchServer:
         return web.json_response(self._anthropic_view(batch, request))
 
     async def retrieve_anthropic(self, request: web.Request) -> web.Response:
+        if (fault := self._poll_fault()) is not None:
+            return fault
         batch = self.batches.get(request.match_info["id"])
         if batch is None:
             return web.json_response({"error": {"type": "not_found_error",
@@ -255,8 +270,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--polls", type=int, default=1, help="retrieves until a batch ends")
     ap.add_argument("--hold", action="store_true", help="keep batches running until /release")
     ap.add_argument("--api-key", default=None)
+    ap.add_argument("--poll-errors", type=int, default=0, help="first N retrieves answer 500")
     a = ap.parse_args(argv)
-    srv = BatchServer(a.polls, a.hold, a.api_key)
+    srv = BatchServer(a.polls, a.hold, a.api_key, a.poll_errors)
 
     async def run() -> None:
         _, port = await serve(srv, a.port)  # type: ignore[arg-type]

@@ -191,18 +191,31 @@ def test_bad_options_are_one_clear_line():
         create_backend(GeneratorSpec.parse("anthropic-batch:m", options={"poll": 1}))
 
 
-def test_killed_while_polling_resumes_without_a_second_batch(batch_server, tmp_path):
+@pytest.mark.parametrize("provider", ["openai-batch", "anthropic-batch"])
+def test_failed_polls_are_waited_out(provider, batch_server, tmp_path, monkeypatch):
+    env, key = KEYS[provider]
+    monkeypatch.setenv(env, key)
+    srv = batch_server("--poll-errors", "3")
+    spec = _spec(provider, srv).model_copy(update={"limits": Limits(max_retries=0)})
+    out = asyncio.run(_run(spec, ["a", "b"], tmp_path / "r" / "responses.jsonl"))
+    assert [r.text for r in out] == ["echo: a", "echo: b"]
+    assert srv.stats()["batches_created"] == 1
+
+
+@pytest.mark.parametrize("provider", ["openai-batch", "anthropic-batch"])
+def test_killed_while_polling_resumes_without_a_second_batch(provider, batch_server, tmp_path):
     srv = batch_server("--hold")
     n = 20
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(orjson.dumps({"prompt": f"q {i}"}).decode() + "\n"
                                for i in range(n)))
     gen = tmp_path / "gen.yaml"
-    gen.write_text(f"spec: openai-batch:loop@{srv.url('openai-batch')}\n"
+    gen.write_text(f"spec: {provider}:loop@{srv.url(provider)}\n"
                    "options: {poll_s: 0.05}\n")
     cmd = [sys.executable, "-m", "datagen.cli", "-q", "generate", "-g", str(gen),
            "-i", str(prompts)]
-    env = dict(os.environ, DATAGEN_WORKSPACE=str(tmp_path / "ws"))
+    var, key = KEYS[provider]
+    env = dict(os.environ, DATAGEN_WORKSPACE=str(tmp_path / "ws"), **{var: key})
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
