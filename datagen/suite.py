@@ -274,8 +274,9 @@ def check_suite(suite: Suite, where: str = "suite") -> None:
             METRICS.get(name)
         except ConfigError as e:
             fail("intrinsic", str(e))
-    if "judge" in suite.intrinsic and not suite.judge and "judge" not in suite.intrinsic_config:
-        fail("intrinsic", "the judge metric needs a judge LM: set judge: SPEC")
+    for judged in ("judge", "issue-bias"):  # metrics that call an LM judge
+        if judged in suite.intrinsic and not suite.judge and judged not in suite.intrinsic_config:
+            fail("intrinsic", f"the {judged} metric needs a judge LM: set judge: SPEC")
     try:
         recipe = load_recipe(suite.student.recipe, **suite.student.overrides)
     except (ConfigError, InputError) as e:

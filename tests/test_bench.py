@@ -56,6 +56,7 @@ def _suite(**over: Any) -> dict[str, Any]:
     ({"reference": "untrained"}, "must beat the base"),
     ({"student": {"recipe": "tiny-llama-dpo"}}, "SFT"),
     ({"intrinsic": ["judge"]}, "needs a judge LM"),
+    ({"intrinsic": ["stats", "issue-bias"]}, "issue-bias metric needs a judge LM"),
     ({"nn": 3}, "nn"),
     # everything a run would find out only after training the reference (issue 11, item 14)
     ({"generators": [{"name": "a", "spec": "nosuch:model"}]}, "generators.0: unknown backend"),
