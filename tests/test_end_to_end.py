@@ -97,8 +97,9 @@ def test_quickstart_bench_ranks_the_generators_and_a_rerun_reuses_every_step(tmp
     res = CliRunner().invoke(app, ["-q", "-w", str(ws), "bench", str(suite_path)])
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
-    for name in ("smollm2-t0.2", "smollm2-t1.0"):
-        assert re.search(rf"{re.escape(name)} -?\d+\.\d \[-?\d+\.\d, -?\d+\.\d\]", text), text
+    for name in ("smollm2-t0.2", "smollm2-t1.0"):  # † : the suite opts out of decontamination
+        assert re.search(rf"{re.escape(name)} † -?\d+\.\d \[-?\d+\.\d, -?\d+\.\d\]", text), text
+    assert "† not decontaminated" in text
     report = ws / "report.html"
     assert report.is_file() and "smollm2-t0.2" in report.read_text()
 
