@@ -227,7 +227,7 @@ def test_persona_prompts_are_more_diverse_than_seed_prompts_on_the_same_budget()
     assert got["persona"]["distinct_2"] > got["seeded"]["distinct_2"]
 
 
-@pytest.mark.slow
+@pytest.mark.mini  # a measurement, not a CI check: CI's slow pass is already near its time budget
 @pytest.mark.timeout(3600)  # 5-10 minutes on a quiet 2-core machine, ~33 under load
 def test_embedded_model_persona_prompts_vs_instance_generation(capsys):
     """The embedded SmolLM2-135M-Instruct, 16 rows each way (general domain, 200 tokens); what
