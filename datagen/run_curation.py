@@ -120,7 +120,8 @@ def curate_outputs(m: Any, instances: list[Instance], pairs: list[Pair],
         live = [x for x in instances if x.valid]
         keep, reasons, dup = _answer_dedup(
             [_turns_text(x.messages) for x in live],
-            ["\n".join(m.content for m in x.messages if m.role != "user") for x in live], cfg)
+            ["\n".join(msg.content for msg in x.messages if msg.role != "user") for x in live],
+            cfg)
         for x, k, why in zip(live, keep, reasons):
             if not k:
                 x.valid, x.reject_reason = False, _global(why, live)
@@ -134,6 +135,8 @@ def curate_outputs(m: Any, instances: list[Instance], pairs: list[Pair],
         out["skipped"] = dec.skipped
     elif not cfg.decontaminate:
         out["skipped"] = "decontamination off (curation: decontaminate: false)"
+    elif not dec.active:
+        out["skipped"] = "no evaluation sets to decontaminate against (curation: eval_sets: [])"
     if seed_drops is not None:
         out["seeds"] = seed_drops
     kept, dropped = pairs, list[Pair]()
