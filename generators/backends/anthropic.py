@@ -39,6 +39,7 @@ class AnthropicBackend(Backend):
 
     _client: Any = None
     _sdk: Any = None
+    client_timeout: float | None = None  # per call; the engine enforces its own deadline
 
     async def start(self) -> None:
         try:
@@ -55,7 +56,7 @@ class AnthropicBackend(Backend):
             base_url = base_url.rstrip("/").removesuffix("/v1")
         self._sdk = anthropic
         self._client = anthropic.AsyncAnthropic(
-            api_key=key, base_url=base_url or None, max_retries=0, timeout=None
+            api_key=key, base_url=base_url or None, max_retries=0, timeout=self.client_timeout
         )
 
     async def close(self) -> None:

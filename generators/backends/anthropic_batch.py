@@ -15,9 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from datagen_core.errors import MissingDependencyError, MissingKeyError
 from datagen_core.records import ErrorInfo, GenRequest, SamplingParams
-from datagen_core.secrets import secret_from_env
 from generators.backends.anthropic import _FINISH, AnthropicBackend
 from generators.backends.base import ProviderError, Reply
 from generators.backends.batch import BatchBackend
@@ -44,22 +42,9 @@ class AnthropicBatchBackend(BatchBackend):
         return self._messages._client
 
     async def start(self) -> None:
-        try:
-            import anthropic
-        except ImportError:
-            raise MissingDependencyError("the anthropic-batch backend", "anthropic") from None
-        env = self.spec.api_key_env or self.key_env
-        assert env is not None
-        key = secret_from_env(env)
-        if not key:
-            raise MissingKeyError(self.spec.label, env)
-        base_url = self.spec.base_url
-        if base_url:
-            base_url = base_url.rstrip("/").removesuffix("/v1")
-        self._messages._sdk = anthropic
-        self._messages._client = anthropic.AsyncAnthropic(
-            api_key=key, base_url=base_url or None, max_retries=0, timeout=600.0
-        )
+        # the synchronous backend's key, URL and client; batch calls carry whole files
+        self._messages.client_timeout = 600.0
+        await self._messages.start()
 
     async def close(self) -> None:
         await self._messages.close()
