@@ -228,7 +228,8 @@ async def _run(plan: RunPlan, ws: Workspace, store: Store, run_dir: Path, *,
     store.upsert_run(manifest, "running")
     try:
         return await _execute(manifest, plan, store, run_dir, progress=progress, backend=backend,
-                              backends=backends, max_failure_rate=max_failure_rate)
+                              backends=backends, max_failure_rate=max_failure_rate,
+                              workspace=ws)
     except (KeyboardInterrupt, asyncio.CancelledError):
         store.upsert_run(manifest, "interrupted")
         raise
@@ -241,7 +242,7 @@ async def _run(plan: RunPlan, ws: Workspace, store: Store, run_dir: Path, *,
 
 async def _execute(manifest: RunManifest, plan: RunPlan, store: Store, run_dir: Path, *,
                    progress: bool | None, backend: Any, backends: dict[str, Any] | None,
-                   max_failure_rate: float | None) -> RunResult:
+                   max_failure_rate: float | None, workspace: Workspace) -> RunResult:
     spec, m, rows, uri, n, cur, run_id = (plan.spec, plan.method, plan.rows, plan.uri, plan.n,
                                           plan.curation, plan.run_id)
     domain = plan.domain
@@ -275,7 +276,8 @@ async def _execute(manifest: RunManifest, plan: RunPlan, store: Store, run_dir: 
         return call_other
 
     ctx = MethodContext(rows=rows, source=uri, n=n, domain=domain, generate=call,
-                        generate_with=generate_with, generator=spec.label)
+                        generate_with=generate_with, generator=spec.label,
+                        workspace=workspace.root)
     async with engine:
         try:
             produced = await m.run(ctx)

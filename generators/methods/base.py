@@ -18,6 +18,7 @@ from __future__ import annotations
 from abc import ABC
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -57,6 +58,9 @@ class MethodContext:
     generate_with: Callable[[GeneratorSpec | str], Generate] | None = None
     #: the run's generator label (``provider:model``), for methods that record who wrote what
     generator: str | None = None
+    #: the run's workspace root, for methods that read its other contents (a trained student's
+    #: model folder); None in a dry run
+    workspace: Path | None = None
 
 
 @dataclass
