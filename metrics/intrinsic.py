@@ -114,6 +114,11 @@ class Metric(ABC):
     @abstractmethod
     def compute(self, ctx: MetricContext) -> MetricResult: ...
 
+    def fingerprint_extra(self, con: Any, run_id: str) -> str:
+        """More of the run's data this family reads beyond :func:`data_fingerprint` (e.g. pair
+        evidence), hashed into its key; empty (the default) leaves the key as it was."""
+        return ""
+
 
 METRICS: Registry[type[Metric]] = Registry("metric", "datagen.metrics")
 
@@ -254,7 +259,8 @@ def compute_intrinsic(
     ws = workspace or Workspace(store.path.parent)
     with store.connect() as con:
         run_info(con, run_id)  # a missing run is one clear line before any work
-        config_json, key = metric_key(m, data_fingerprint(con, run_id))
+        data_fp, extra = data_fingerprint(con, run_id), m.fingerprint_extra(con, run_id)
+        config_json, key = metric_key(m, stable_hash([data_fp, extra]) if extra else data_fp)
         stored = not force and is_stored(con, run_id, m, key)
     if stored:
         return IntrinsicResult(run_id, m.name, key, False, read_values(store, run_id, key))
