@@ -222,6 +222,7 @@ class AttributeVariants(Method):
 
     dry_run_exact = False
     name = "attribute-variants"
+    makes_pairs = True
     version = "1"
     Args = AttributeVariantsArgs
     args: AttributeVariantsArgs

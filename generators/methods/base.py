@@ -84,6 +84,8 @@ class Method(ABC):
     n_means: ClassVar[str] = "rows"
     #: whether the domain matters (agora methods) or not (plain prompting)
     uses_domain: ClassVar[bool] = False
+    #: whether the method writes preference pairs (what a DPO suite's cells must make)
+    makes_pairs: ClassVar[bool] = False
     #: whether outputs are new instructions (dedup against seeds makes sense)
     new_instructions: ClassVar[bool] = False
     #: seed set used when the user names none (e.g. ``builtin:alfa``); None: the api's default

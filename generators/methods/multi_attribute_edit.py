@@ -297,6 +297,7 @@ class MultiAttributeEdit(Method):
 
     dry_run_exact = False
     name = "multi-attribute-edit"
+    makes_pairs = True
     version = "1"
     Args = MultiAttributeEditArgs
     args: MultiAttributeEditArgs

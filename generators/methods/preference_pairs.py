@@ -160,7 +160,8 @@ class PreferencePairs(Method):
     """Pool completions, aspect ratings by a judge, Tulu 3 binarisation; see the module doc."""
 
     name = "preference-pairs"
-    version = "1"
+    makes_pairs = True
+    version = "2"
     Args = PreferencePairsArgs
     args: PreferencePairsArgs
     dry_run_exact = False
