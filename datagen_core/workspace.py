@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_WORKSPACE = "datagen-workspace"
+#: a trained student's model folder inside ``students/<id>/``
+STUDENT_MODEL_DIR = "model"
 
 
 def default_cache_dir() -> Path:
@@ -48,6 +50,10 @@ class Workspace:
 
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
+
+    def student_model_dir(self, student_id: str) -> Path:
+        """Where a trained student's merged model and tokenizer are saved."""
+        return self.students_dir / student_id / STUDENT_MODEL_DIR
 
     def ensure(self) -> Workspace:
         for d in (self.root, self.runs_dir, self.students_dir, self.cache_dir):

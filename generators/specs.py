@@ -3,12 +3,18 @@ dict, or a spec, with sampling, limits and price merged over it."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from datagen_core.errors import ConfigError
+from datagen_core.errors import ConfigError, NotFoundError
 from datagen_core.records import GeneratorSpec, validation_message
+from datagen_core.workspace import Workspace
+
+#: ``student:<student id>``: a student trained in the workspace, as a generator
+STUDENT_PROVIDER = "student"
 
 
 def load_spec(spec: str | GeneratorSpec | dict[str, Any], **overrides: Any) -> GeneratorSpec:
@@ -57,3 +63,28 @@ def _generator_file(path: str) -> dict[str, Any]:
         if key in data and data[key] is not None and not isinstance(data[key], dict):
             raise ConfigError(f"{path}: {key}: expected a mapping, got {data[key]!r}")
     return {**fixed, **data}
+
+
+def student_generator(spec: GeneratorSpec, workspace: Path | None) -> GeneratorSpec:
+    """A ``student:<id>`` spec -> an ``hf`` spec serving ``<workspace>/students/<id>/model``,
+    keeping its sampling, limits and options (so a generator YAML file with ``spec:
+    student:<id>`` sets how the student samples). Any other spec is returned as is.
+
+    The folder layout is the workspace's, so this needs nothing from ``students`` (a layer
+    above). The ``hf`` backend loads a local folder as it loads a hub id; the spec's model is
+    the folder's path, as when a student is evaluated, and its name stays ``student:<id>``.
+    With no workspace (a dry run, which loads nothing) the default workspace gives the path and
+    the folder is not checked.
+    """
+    if spec.provider != STUDENT_PROVIDER:
+        return spec
+    sid = spec.model.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\-]*", sid) or spec.base_url:
+        raise ConfigError(f"bad student spec {spec.label!r}: use student:<student id> (see "
+                          "datagen students list)")
+    folder = Workspace.resolve(workspace).student_model_dir(sid)
+    if workspace is not None and not (folder / "config.json").is_file():
+        raise NotFoundError(f"student {sid}: no trained model at {folder}; train it first "
+                            "(datagen train) or check --workspace")
+    return spec.model_copy(update={"provider": "hf", "model": str(folder),
+                                   "name": spec.name or f"student:{sid}"})

@@ -13,15 +13,13 @@ item cannot dominate it.
 
 The reward score is the scalar output of any ``AutoModelForSequenceClassification`` reward
 model (Skywork-Reward, ArmoRM-style heads with one label; with two labels, the log-odds of the
-second). The conversation is formatted with the reward model's chat template when it has one,
-else as a (instruction, response) text pair, as cross-encoder reward models were trained.
+second), scored by :mod:`generators.reward`, which the ``preference-pairs`` method shares.
 
 torch and transformers are imported only when a metric runs.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import random
@@ -30,7 +28,7 @@ from typing import Any
 
 from pydantic import Field
 
-from datagen_core.errors import ConfigError, InputError, MissingDependencyError
+from datagen_core.errors import InputError, MissingDependencyError
 from metrics.intrinsic import Metric, MetricConfig, MetricContext, MetricResult, mean_of
 
 log = logging.getLogger("datagen.metrics")
@@ -80,19 +78,16 @@ def _sample(n: int, cap: int | None, seed: int) -> list[int]:
     return sorted(random.Random(seed).sample(range(n), cap))
 
 
-def _load(kind: str, name: str, device: str) -> tuple[Any, Any]:
+def _load_causal(name: str, device: str) -> tuple[Any, Any]:
     torch, transformers = _torch_transformers()
     from generators.backends.hf import resolve_model_path
 
     path = resolve_model_path(name)
-    auto = (transformers.AutoModelForCausalLM if kind == "causal"
-            else transformers.AutoModelForSequenceClassification)
     try:
         tok = transformers.AutoTokenizer.from_pretrained(path)
-        model = auto.from_pretrained(path, dtype=torch.float32)
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     except (OSError, ValueError) as e:
-        what = "scoring LM" if kind == "causal" else "reward model"
-        raise InputError(f"cannot load {what} {name!r}: {str(e).splitlines()[0]}") from None
+        raise InputError(f"cannot load scoring LM {name!r}: {str(e).splitlines()[0]}") from None
     model.to(device).eval()
     return tok, model
 
@@ -164,7 +159,7 @@ class PerplexityMetric(Metric):
         cfg = self.config
         data = ctx.data()
         chosen = _sample(len(data), cfg.max_items, cfg.seed)
-        tok, model = _load("causal", cfg.model, _device(torch, cfg.device))
+        tok, model = _load_causal(cfg.model, _device(torch, cfg.device))
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         encoded: dict[int, tuple[list[int], int, str | None]] = {}
         rows: list[tuple[int, float | None, str | None]] = []
@@ -198,52 +193,16 @@ class RewardMetric(Metric):
     config: RewardConfig
 
     def compute(self, ctx: MetricContext) -> MetricResult:
-        torch, _ = _torch_transformers()
+        from generators.reward import load_reward_model
+
         cfg = self.config
         data = ctx.data()
         chosen = _sample(len(data), cfg.max_items, cfg.seed)
-        device = _device(torch, cfg.device)
-        tok, model = _load("reward", cfg.model, device)
-        labels = model.config.num_labels
-        if labels not in (1, 2):
-            raise ConfigError(f"reward model {cfg.model!r} has {labels} labels: expected a "
-                              "scalar head (1 label) or good/bad (2)")
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token or tok.unk_token
-        model.config.pad_token_id = tok.pad_token_id
-        tok.truncation_side = "left"  # keep the response's end, where the score is read
-        scores = reward_scores(
-            model, tok, [(data.instructions[i], data.responses[i]) for i in chosen],
-            max_length=cfg.max_length, batch_size=cfg.batch_size)
+        rm = load_reward_model(cfg.model, device=cfg.device)
+        scores = rm.score([[{"role": "user", "content": data.instructions[i]},
+                            {"role": "assistant", "content": data.responses[i]}]
+                           for i in chosen], max_length=cfg.max_length, batch_size=cfg.batch_size)
         rows: list[tuple[int, float | None, str | None]] = [
             (data.idx[i], s, None) for i, s in zip(chosen, scores)]
         return MetricResult(values={"reward": mean_of(scores)}, items={"reward": rows},
                             details={"model": cfg.model, "items": len(chosen)})
-
-
-def reward_scores(model: Any, tok: Any, pairs: Sequence[tuple[str, str]], *, max_length: int,
-                  batch_size: int) -> list[float]:
-    """One scalar per (instruction, response), batched, in input order."""
-    import torch
-
-    device = next(model.parameters()).device
-    templated = bool(getattr(tok, "chat_template", None))
-    accepted = set(inspect.signature(model.forward).parameters)
-    out: list[float] = []
-    for s in range(0, len(pairs), batch_size):
-        part = pairs[s: s + batch_size]
-        if templated:
-            texts = [tok.apply_chat_template(
-                [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
-                tokenize=False) for q, a in part]
-            enc = tok(texts, add_special_tokens=False, padding=True, truncation=True,
-                      max_length=max_length, return_tensors="pt")
-        else:
-            enc = tok([q for q, _ in part], [a for _, a in part], padding=True, truncation=True,
-                      max_length=max_length, return_tensors="pt")
-        inputs = {k: v.to(device) for k, v in enc.items() if k in accepted}
-        with torch.inference_mode():
-            logits = model(**inputs).logits.float()
-        vals = logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
-        out.extend(vals.tolist())
-    return out
