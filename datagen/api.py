@@ -15,6 +15,12 @@ evaluations come from the ``datagen`` modules; metrics, PGR, leaderboards and re
 a new run. ``serve()`` opens the workspace in the browser (the ``datagen serve`` web app) and
 ``pair_labels(run_id)`` reads the labels people gave there.
 
+Preference pairs: ``pair_counts`` and ``export_pairs`` (:mod:`datagen.pairs`; people's labels
+win over the judge's where given); ``route_pairs(run_id, budget=0.2, out=...)`` writes the pairs
+the judge is least reliable on for annotation, ``import_labels(run_id, file)`` reads the labels
+back and ``label_agreement(run_id)`` measures judge-human agreement per feature bucket
+(:mod:`datagen.routing`, after Hybrid Preferences).
+
 The synchronous functions here run their ``a``-prefixed coroutine in a fresh event loop; inside
 a running loop (a notebook, an async app) await the coroutine instead.
 """
@@ -31,6 +37,8 @@ from pydantic import ValidationError
 from datagen.bench import BenchResult, Reporter, abench
 from datagen.bench_plan import BenchPlan, aplan_bench
 from datagen.evaluation import EvalResult, TaskResult, aevaluate, resolve_model
+from datagen.pairs import export_pairs, pair_counts
+from datagen.routing import import_labels, label_agreement, route_pairs
 from datagen.run_files import EXPORT_FORMATS, export_run, pair_rows
 from datagen.runs import (
     DEFAULT_SOURCE,
@@ -55,6 +63,7 @@ from metrics.facade import (
     intrinsic_values,
     issue_table,
     leaderboard,
+    pair_margin_histogram,
     write_report,
 )
 
@@ -86,20 +95,26 @@ __all__ = [
     "compute_pgr",
     "create_app",
     "evaluate",
+    "export_pairs",
     "export_run",
     "generate",
+    "import_labels",
     "intrinsic_values",
     "issue_table",
+    "label_agreement",
     "leaderboard",
     "list_runs",
     "list_students",
     "load_responses",
     "load_spec",
+    "pair_counts",
     "pair_labels",
+    "pair_margin_histogram",
     "pair_rows",
     "plan_bench",
     "plan_run",
     "resolve_model",
+    "route_pairs",
     "select",
     "serve",
     "show_run",

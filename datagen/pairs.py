@@ -20,7 +20,16 @@ Formats:
 
 ``push_to_hub`` pushes the ``hf`` form (the token comes from the usual ``HF_TOKEN`` / login).
 Filters: ``attribute`` (exact name, as ``datagen pairs list`` shows) and ``min_margin`` (pairs
-without a margin are dropped when it is set).
+without a margin are dropped when it is set); they read the judge's pairs, before labels.
+
+Human labels (``datagen serve``'s labelling page, ``datagen pairs import-labels``) win over the
+judge's where a pair has them (the majority of its annotators; a split vote is a tie): people
+preferring the rejected side swap the sides (the margin is negated, so it stays the judge's gap
+chosen minus rejected, and the weight, a confidence in the judge's order, is cleared), a tie
+drops the pair, and agreement keeps it as it was. So the set mixes human and LM labels, as in
+Hybrid Preferences; ``jsonl``/``parquet``/``hf`` rows say which in ``label_source`` (``human``
+or ``lm``), ``trl`` rows stay exactly prompt/chosen/rejected. ``use_labels=False`` exports the
+judge's pairs as they are.
 """
 
 from __future__ import annotations
@@ -63,6 +72,43 @@ def pair_counts(run_id: str, workspace: str | Path | None = None) -> list[dict[s
     return store.pair_counts(store.resolve_run(run_id))
 
 
+def apply_labels(pairs: list[Pair], labels: dict[str, str]
+                 ) -> tuple[list[Pair], list[str], int]:
+    """Pairs with people's labels applied (see the module doc), each one's label source, and
+    how many pairs people called a tie (dropped)."""
+    kept: list[Pair] = []
+    sources: list[str] = []
+    ties = 0
+    for p in pairs:
+        label = labels.get(p.pair_id)
+        if label == "tie":
+            ties += 1
+            continue
+        if label == "rejected":
+            p = p.model_copy(update={
+                "chosen": p.rejected, "rejected": p.chosen, "weight": None,
+                "margin": None if p.margin is None else -p.margin,
+                "meta": {**p.meta, "swapped_by_people": True}})
+        kept.append(p)
+        sources.append("lm" if label is None else "human")
+    return kept, sources, ties
+
+
+def final_pairs(run_id: str, *, attribute: str | None = None, min_margin: float | None = None,
+                use_labels: bool = True, workspace: str | Path | None = None
+                ) -> tuple[list[Pair], list[str], int]:
+    """The pairs an export writes: filtered, with people's labels applied unless
+    ``use_labels`` is False; plus each pair's label source and the number dropped as ties."""
+    pairs = load_pairs(run_id, attribute=attribute, min_margin=min_margin, workspace=workspace)
+    if not use_labels:
+        return pairs, ["lm"] * len(pairs), 0
+    from metrics.labels import consensus_labels
+
+    store = Store.open_existing(workspace)
+    labels = consensus_labels(store, store.resolve_run(run_id))
+    return apply_labels(pairs, labels)
+
+
 def trl_rows(pairs: list[Pair]) -> list[dict[str, Any]]:
     """Conversational prompt/chosen/rejected, as TRL's DPOTrainer reads them."""
     return [{"prompt": [m.model_dump() for m in p.prompt],
@@ -70,24 +116,27 @@ def trl_rows(pairs: list[Pair]) -> list[dict[str, Any]]:
              "rejected": [m.model_dump() for m in p.rejected]} for p in pairs]
 
 
-def full_rows(pairs: list[Pair], json_strings: bool = False) -> list[dict[str, Any]]:
-    """TRL columns plus provenance; ``json_strings`` encodes evidence/meta for columnar files."""
+def full_rows(pairs: list[Pair], json_strings: bool = False,
+              sources: list[str] | None = None) -> list[dict[str, Any]]:
+    """TRL columns plus provenance; ``json_strings`` encodes evidence/meta for columnar files;
+    ``sources`` (human or lm per pair, default lm) fills ``label_source``."""
     def enc(v: dict[str, Any]) -> Any:
         return orjson.dumps(v).decode() if json_strings else v
 
     return [{**row, "pair_id": p.pair_id, "attribute": p.attribute, "margin": p.margin,
-             "weight": p.weight, "evidence": enc(p.evidence), "meta": enc(p.meta)}
-            for row, p in zip(trl_rows(pairs), pairs)]
+             "weight": p.weight, "label_source": src, "evidence": enc(p.evidence),
+             "meta": enc(p.meta)}
+            for row, p, src in zip(trl_rows(pairs), pairs, sources or ["lm"] * len(pairs))]
 
 
-def _dataset(pairs: list[Pair]) -> Any:
+def _dataset(pairs: list[Pair], sources: list[str] | None = None) -> Any:
     try:
         import datasets
     except ImportError:  # pragma: no cover - a core dependency
         from datagen_core.errors import MissingDependencyError
 
         raise MissingDependencyError("hf export", "datasets") from None
-    return datasets.Dataset.from_list(full_rows(pairs, json_strings=True))
+    return datasets.Dataset.from_list(full_rows(pairs, json_strings=True, sources=sources))
 
 
 def export_pairs(
@@ -99,27 +148,34 @@ def export_pairs(
     min_margin: float | None = None,
     workspace: str | Path | None = None,
     push_to_hub: str | None = None,
+    use_labels: bool = True,
 ) -> Path | str:
-    """Write (and/or push) a run's pairs; returns the path written, else the Hub repo."""
+    """Write (and/or push) a run's pairs, people's labels applied unless ``use_labels`` is
+    False; returns the path written, else the Hub repo."""
     if fmt not in PAIR_FORMATS:
         raise ConfigError(f"unknown pairs format {fmt!r}: use one of {', '.join(PAIR_FORMATS)}")
     if out is None and push_to_hub is None:
         raise ConfigError("give --out PATH, --push-to-hub ORG/NAME, or both")
-    pairs = load_pairs(run_id, attribute=attribute, min_margin=min_margin, workspace=workspace)
+    pairs, sources, _ = final_pairs(run_id, attribute=attribute, min_margin=min_margin,
+                                    use_labels=use_labels, workspace=workspace)
+    if not pairs:
+        raise InputError("people called every pair left a tie: nothing to export (export "
+                         "the judge's pairs with use_labels=False / --ignore-labels)")
     path = Path(out) if out is not None else None
     if path is not None:
         from datagen_core.files import parquet_bytes, write_output
 
         if fmt in ("trl", "jsonl"):
-            rows = trl_rows(pairs) if fmt == "trl" else full_rows(pairs)
+            rows = trl_rows(pairs) if fmt == "trl" else full_rows(pairs, sources=sources)
             write_output(path, (orjson.dumps(r) + b"\n" for r in rows))
         elif fmt == "parquet":
-            write_output(path, parquet_bytes(full_rows(pairs, json_strings=True)))
+            write_output(path, parquet_bytes(full_rows(pairs, json_strings=True,
+                                                       sources=sources)))
         else:
-            _dataset(pairs).save_to_disk(str(path))
+            _dataset(pairs, sources).save_to_disk(str(path))
     if push_to_hub is not None:
         try:
-            _dataset(pairs).push_to_hub(push_to_hub)
+            _dataset(pairs, sources).push_to_hub(push_to_hub)
         except Exception as e:  # network, auth, repo name: one line with the cause
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise BackendError(f"push to the Hub ({push_to_hub}) failed: {first}") from None

@@ -74,6 +74,16 @@ def intrinsic_values(run_id: str, workspace: str | Path | None = None
     return read_values(store, store.resolve_run(run_id))
 
 
+def pair_margin_histogram(run_id: str, bins: int = 5, workspace: str | Path | None = None
+                          ) -> list[tuple[float, float, int]]:
+    """(low, high, count) buckets of a run's pair margins from its latest ``pairs`` metric
+    computation (empty before one)."""
+    from metrics.pair_metrics import margin_histogram
+
+    _, store = _store(workspace)
+    return margin_histogram(store, store.resolve_run(run_id), bins)
+
+
 def issue_table(run_id: str, workspace: str | Path | None = None) -> list[dict[str, Any]]:
     """Per issue of a run, from its latest ``issue-bias`` computation: judged responses, the
     share of each stance, the tendency (pro minus con share) and whether it is one-sided."""

@@ -70,3 +70,53 @@ def read_labels(store: Store, run_id: str, annotator: str | None = None,
         return _dicts(con.execute(
             "SELECT run_id, pair_id, idx, annotator, label, shown_first, created_at FROM labels "
             f"WHERE {where} ORDER BY idx, annotator", params))
+
+
+def write_labels(store: Store, run_id: str, rows: list[dict[str, Any]], annotator: str) -> int:
+    """Store (or replace) many labels of one annotator in one transaction (a file import):
+    each row has ``pair_id``, ``idx``, ``label`` and ``shown_first``. Returns how many."""
+    for r in rows:
+        if r["label"] not in LABELS or r["shown_first"] not in LABELS[:2]:
+            raise ConfigError(f"a label is one of {', '.join(LABELS)} (got {r['label']!r}) and "
+                              f"the side shown first chosen or rejected (got "
+                              f"{r['shown_first']!r})")
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with store.connect(read_only=False) as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.executemany(
+                "INSERT INTO labels (run_id, pair_id, idx, annotator, label, shown_first, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, pair_id, "
+                "annotator) DO UPDATE SET idx = excluded.idx, label = excluded.label, "
+                "shown_first = excluded.shown_first, created_at = excluded.created_at",
+                [[run_id, r["pair_id"], r["idx"], annotator, r["label"], r["shown_first"], now]
+                 for r in rows])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    return len(rows)
+
+
+def labelled_runs(store: Store) -> list[str]:
+    """Runs with at least one label of a pair that still exists, in id order (the learned
+    routing predictor trains on all of them)."""
+    with store.connect() as con:
+        return [r[0] for r in con.execute(
+            "SELECT DISTINCT l.run_id FROM labels l JOIN pairs p ON p.run_id = l.run_id AND "
+            "p.pair_id = l.pair_id ORDER BY 1").fetchall()]
+
+
+def consensus_labels(store: Store, run_id: str) -> dict[str, str]:
+    """pair id -> the label of the majority of its annotators; a split vote with no single
+    most common label is ``tie`` (people did not agree, so neither side is preferred)."""
+    from collections import Counter
+
+    votes: dict[str, Counter[str]] = {}
+    for r in read_labels(store, run_id):
+        votes.setdefault(r["pair_id"], Counter())[r["label"]] += 1
+    out: dict[str, str] = {}
+    for pid, c in votes.items():
+        top = c.most_common()
+        out[pid] = top[0][0] if len(top) == 1 or top[0][1] > top[1][1] else "tie"
+    return out

@@ -99,8 +99,9 @@ def test_push_to_hub_calls_datasets(run_id: str, monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(datasets.Dataset, "push_to_hub", fake_push)
     assert export_pairs(run_id, None, attribute="focus", push_to_hub="org/pairs") == "org/pairs"
-    assert pushed == [("org/pairs", 6, ["attribute", "chosen", "evidence", "margin", "meta",
-                                        "pair_id", "prompt", "rejected", "weight"])]
+    assert pushed == [("org/pairs", 6, ["attribute", "chosen", "evidence", "label_source",
+                                        "margin", "meta", "pair_id", "prompt", "rejected",
+                                        "weight"])]
 
     def failing(self, repo_id, *args, **kwargs):
         raise RuntimeError("401 Client Error: Unauthorized\nmore detail")

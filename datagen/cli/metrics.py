@@ -42,6 +42,10 @@ def metrics_command(
     perplexity: Annotated[str | None, typer.Option(
         "--perplexity", help="Scoring LM for response perplexity, e.g. smollm2 (a student's "
         "base model).")] = None,
+    pairs: Annotated[bool | None, typer.Option(
+        "--pairs/--no-pairs", help="Preference-pair metrics: margins, length bias, both-order "
+        "consistency, judge vs reward model, per-aspect means (default: when the run has "
+        "pairs).")] = None,
     force: Annotated[bool, typer.Option(help="Recompute even if stored.")] = False,
 ) -> None:
     """Compute intrinsic metrics of a run's data and store them (stored ones are reused)."""
@@ -49,7 +53,10 @@ def metrics_command(
     from generators.specs import load_spec
 
     st = state
-    families = (["stats"] if stats else []) + (["diversity"] if diversity else [])
+    if pairs is None:
+        pairs = bool(api.pair_counts(run_id, workspace=st.workspace))
+    families = (["stats"] if stats else []) + (["diversity"] if diversity else []) + (
+        ["pairs"] if pairs else [])
     configs: dict[str, dict[str, Any]] = {}
     if judge:
         families.append("judge")
@@ -64,8 +71,8 @@ def metrics_command(
         families.append("perplexity")
         configs["perplexity"] = {"model": perplexity}
     if not families:
-        err.print("nothing to compute: add --diversity, --judge, --issue-bias, --reward or "
-                  "--perplexity")
+        err.print("nothing to compute: add --diversity, --pairs, --judge, --issue-bias, "
+                  "--reward or --perplexity")
         raise typer.Exit(2)
     results = api.compute_metrics(run_id, families, configs=configs, force=force,
                                   progress=False if st.quiet else None, workspace=st.workspace)
@@ -81,6 +88,15 @@ def metrics_command(
             t.add_row("", styled(("missing", "dim")), "", str(sum(missing.values())),
                       ", ".join(f"{k}: {v}" for k, v in missing.items()))
     out.print(t)
+    if pairs:
+        hist = api.pair_margin_histogram(run_id, workspace=st.workspace)
+        if hist:
+            h = Table(box=None, title="pair margins", title_justify="left")
+            for col in ("from", "to", "pairs"):
+                h.add_column(col, justify="right")
+            for lo, hi, n in hist:
+                h.add_row(_f(lo, ".3g"), _f(hi, ".3g"), str(n))
+            out.print(h)
     if issue_bias:
         out.print(issue_table(api.issue_table(run_id, workspace=st.workspace)))
 
