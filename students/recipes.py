@@ -117,9 +117,19 @@ class Recipe(Config):
         "{% generation %} markers")
     beta: float = Field(0.1, gt=0, description="DPO: strength of the KL penalty")
     dpo_loss: str = Field("sigmoid", description="DPO: TRL loss_type")
+    min_pair_weight: float | None = Field(
+        None, ge=0, description="DPO: train only on pairs whose weight (the confidence a pair "
+        "method records: a rating gap, a reward model's Bradley-Terry probability, a constraint "
+        "reward gap) is at least this; pairs without a weight are left out too. None: every pair")
     gradient_checkpointing: bool = Field(True, description="operational: memory for compute")
     logging_steps: int = Field(10, ge=1, description="operational")
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=8, num_gpus=1))
+
+    @model_validator(mode="after")
+    def _pair_weights(self) -> Recipe:
+        if self.min_pair_weight is not None and self.kind != "dpo":
+            raise ValueError("min_pair_weight filters preference pairs: it needs kind: dpo")
+        return self
 
     @model_validator(mode="after")
     def _scratch(self) -> Recipe:

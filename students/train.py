@@ -157,17 +157,41 @@ def _clean_stale(ws: Workspace) -> None:
 
 
 # -- data ----------------------------------------------------------------------------------------
-def load_examples(ref: DataRef) -> list[dict[str, Any]]:
+def load_examples(ref: DataRef, min_pair_weight: float | None = None) -> list[dict[str, Any]]:
     """Rows as TRL reads them: ``{"messages"}`` for SFT, ``{"prompt","chosen","rejected"}`` for
-    DPO (chat-message lists or plain strings). Other columns are dropped."""
+    DPO (chat-message lists or plain strings). Other columns are dropped.
+
+    ``min_pair_weight`` keeps only DPO pairs whose ``weight`` column is at least that value.
+    Filtering, not a weighted loss: TRL's DPOTrainer (1.16) takes no per-example weight (its
+    ``use_weighting`` is WPO's weighting by the policy's own probabilities, another thing), and
+    a threshold on the recorded confidence is what the pair methods' weights are for."""
     from datagen_core.sources import load_rows
 
     rows, _ = load_rows(ref.path)
+    if min_pair_weight is not None and ref.kind == "dpo":
+        rows = _by_weight(rows, min_pair_weight, ref.path)
     out = [_sft_row(r, ref.path, i) if ref.kind == "sft" else _dpo_row(r, ref.path, i)
            for i, r in enumerate(rows)]
     kept = [r for r in out if r is not None]
     if not kept:
         raise InputError(f"{ref.path}: no usable {ref.kind} rows (of {len(rows)})")
+    return kept
+
+
+def _by_weight(rows: list[dict[str, Any]], threshold: float, path: str
+               ) -> list[dict[str, Any]]:
+    """The pairs with ``weight`` >= threshold; a file with no weights at all is an error (the
+    recipe asks for something the data cannot give), not an empty training set."""
+    weighted = [r for r in rows if isinstance(r.get("weight"), int | float)]
+    if not weighted:
+        raise InputError(f"{path}: min_pair_weight {threshold:g} needs a 'weight' column, and no "
+                         f"pair of {len(rows)} has one (the pair method records none)")
+    kept = [r for r in weighted if r["weight"] >= threshold]
+    log.info("min_pair_weight %g: %d of %d pairs kept (%d without a weight)", threshold,
+             len(kept), len(rows), len(rows) - len(weighted))
+    if not kept:
+        raise InputError(f"{path}: no pair has weight >= {threshold:g} (of {len(rows)}; highest "
+                         f"{max(r['weight'] for r in weighted):g})")
     return kept
 
 
@@ -309,7 +333,7 @@ def _train(recipe: Recipe, ref: DataRef, out: Path, rec: StudentRecord) -> Stude
 
     # torch's CPU thread count is per OS thread: set it here, in the thread that trains.
     torch.set_num_threads(recipe.resources.threads)
-    rows = load_examples(ref)
+    rows = load_examples(ref, min_pair_weight=recipe.min_pair_weight)
     trainer = build_trainer(recipe, rows, out)
     from transformers import PrinterCallback
 

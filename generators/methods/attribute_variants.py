@@ -194,6 +194,13 @@ def margin(ab: Verdict, ba: Verdict) -> float | None:
     return ((ab.score_a - ab.score_b) + (ba.score_b - ba.score_a)) / 2
 
 
+def pair_weight(gap: float | None) -> float | None:
+    """A pair's weight: its judge score gap as a share of the 1-5 scale's span, clipped to
+    [0, 1] (a gap can be negative when the scores contradict the verdict); None without scores.
+    The same reading as ``preference-pairs``' margin / 4."""
+    return None if gap is None else min(1.0, max(0.0, gap / 4.0))
+
+
 # -- the method ----------------------------------------------------------------------------------
 class AttributeVariantsArgs(MethodArgs):
     columns: dict[str, str] | None = None
@@ -223,7 +230,7 @@ class AttributeVariants(Method):
     dry_run_exact = False
     name = "attribute-variants"
     makes_pairs = True
-    version = "1"
+    version = "2"  # 2: pairs carry a weight
     Args = AttributeVariantsArgs
     args: AttributeVariantsArgs
     default_source = "builtin:alfa"
@@ -330,12 +337,13 @@ class AttributeVariants(Method):
             "chosen_scores": [ab.score_a, ba.score_b],
             "rejected_scores": [ab.score_b, ba.score_a],
         }
+        gap = margin(ab, ba)
         return Pair(
             index=index,
             pair_id=stable_hash([it.seed["id"], it.attribute.name, kind, chosen, rejected]),
             prompt=prompt,
             chosen=[Message(role="assistant", content=chosen)],
             rejected=[Message(role="assistant", content=rejected)],
-            attribute=it.attribute.name, margin=margin(ab, ba), evidence=evidence,
+            attribute=it.attribute.name, margin=gap, weight=pair_weight(gap), evidence=evidence,
             meta={"row_id": it.seed["id"], "kind": kind, "instance": it.index},
         )

@@ -29,7 +29,10 @@ constraint-satisfaction reward replaces the current text only if it is strictly 
 after ``rounds`` rounds. Outputs: one instance per item (``kind: edit-item``: source ->
 best text, valid when an edit improved on the source) with ``meta.weight = exp(reward_beta *
 reward)`` for reward-weighted training; per item and round a preference pair (round's best
-candidate over its worst, ``margin`` = reward difference); and the metric
+candidate over its worst, ``margin`` = reward difference, ``weight`` = margin / number of
+attributes, capped at 1: the gap as a share of the reward's span, where each attribute's
+normalised miss counts at most about 1, so a DPO recipe's ``min_pair_weight`` reads the same as
+for other pair methods); and the metric
 (:func:`summarize`): share of items with every attribute within tolerance and the mean
 normalised distance to the targets.
 
@@ -298,7 +301,7 @@ class MultiAttributeEdit(Method):
     dry_run_exact = False
     name = "multi-attribute-edit"
     makes_pairs = True
-    version = "1"
+    version = "2"  # 2: pairs carry a weight
     Args = MultiAttributeEditArgs
     args: MultiAttributeEditArgs
     default_source = "builtin:macs"
@@ -471,6 +474,7 @@ class MultiAttributeEdit(Method):
                     chosen=[Message(role="assistant", content=hi.text)],
                     rejected=[Message(role="assistant", content=lo.text)],
                     attribute=label, margin=hi.reward - lo.reward,
+                    weight=min(1.0, (hi.reward - lo.reward) / len(evaluators)),
                     evidence={"targets": t.item.targets,
                               "chosen": {"values": hi.values, "reward": hi.reward,
                                          "key": hi.key},

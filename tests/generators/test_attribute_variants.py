@@ -114,7 +114,7 @@ def test_exactly_the_pairs_both_orderings_agree_on_are_kept():
     assert p.prompt[0].role == "user" and "follow-up question" in p.prompt[0].content
     assert p.chosen[0].content.startswith("What exactly happened")
     assert p.rejected[0].content.startswith("What happened")
-    assert p.margin == 3.0
+    assert p.margin == 3.0 and p.weight == 0.75  # the gap over the 1-5 span
     assert p.evidence["ab"]["better"] == "A" and p.evidence["ba"]["better"] == "B"
     assert p.evidence["chosen_scores"] == [5.0, 5.0]
     assert p.evidence["rejected_scores"] == [2.0, 2.0]

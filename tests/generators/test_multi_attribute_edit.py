@@ -166,6 +166,7 @@ def test_method_end_to_end_with_scripted_paraphraser_and_editor(tmp_path: Path):
     assert len(res.pairs) == 2
     for p in res.pairs:
         assert p.attribute == "length" and p.margin == pytest.approx((10 - 2) / 400)
+        assert p.weight == pytest.approx(p.margin)  # one attribute: the gap over its span
         assert len(p.chosen[0].content.split()) + 10 == len(p.rejected[0].content.split())
         assert p.evidence["chosen"]["reward"] == 0.0
     summary = api.show_run(res.run_id)
