@@ -94,6 +94,18 @@ RUN: dict[str, Run] = {
     "datagen pairs export RUN --format trl -o pairs.jsonl": Run(
         "a preference run made with a scripted fake backend", subs={"RUN": "pairs_run"},
         expect="pairs.jsonl"),
+    "datagen metrics RUN": Run(
+        "the scripted preference run: stats and the pairs family", subs={"RUN": "pairs_run"},
+        expect="margin_median"),
+    "datagen pairs route RUN --budget 0.2 --format csv -o to-label.csv": Run(
+        "the scripted preference run", subs={"RUN": "pairs_run"}, expect="to-label.csv"),
+    "datagen pairs import-labels RUN to-label.csv --annotator alice": Run(
+        "reads back the file route wrote, still unlabelled", subs={"RUN": "pairs_run"},
+        expect="rows without a label skipped"),
+    "datagen pairs export RUN --format jsonl -o mixed.jsonl": Run(
+        "the scripted preference run", subs={"RUN": "pairs_run"}, expect="mixed.jsonl"),
+    "datagen pairs export RUN --format trl -o judge-only.jsonl --ignore-labels": Run(
+        "the scripted preference run", subs={"RUN": "pairs_run"}, expect="judge-only.jsonl"),
     "datagen generate -g fake -m persona-prompts -d general -n 16": Run(
         "the fake backend and the shipped personas", expect="rows kept"),
     "datagen generate -g fake -m template-expansion -n 60 -a sample=true": Run(
@@ -128,6 +140,9 @@ SERVE_BLOCKS = (
     "serves until Ctrl-C; tests/serve runs `datagen serve` on a free port over a workspace it "
     "builds and drives every page with headless Chromium")
 SKIP: dict[str, str] = {
+    "datagen pairs agreement RUN":
+        "needs labels people gave; the round trip with a scripted person (route, label, "
+        "import, agreement, export) is tests/test_pairs_routing.py",
     "datagen bench configs/bench/quickstart.yaml":
         "the quickstart trains and evaluates SmolLM2 students (minutes): run by the slow test "
         "tests/test_end_to_end.py::"
