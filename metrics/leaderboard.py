@@ -21,12 +21,19 @@ from typing import Any
 from metrics.pgr import DOMAIN_TASK, difference_ci
 from metrics.store import Store, run_decontaminated
 
+# Metrics newer than the leaderboard views, read from ``intrinsic_latest`` beside them (per run;
+# a generator's overall row averages its cells): the stats family's verified share, and the pair
+# metrics that tell preference data apart (metrics.pair_metrics).
+LATE_METRICS = ("accepted_correct", "margin_median", "chosen_longer_chars",
+                "both_order_consistency", "judge_rm_agreement")
+
 # Intrinsic columns shown beside PGR, in the order a reader scans them.
 INTRINSIC_COLUMNS = ("quality", "difficulty", "accepted_correct", "reward", "perplexity",
                      "instruction_diversity",
                      "response_diversity", "distinct_2", "validity_rate", "duplicate_rate",
                      "contamination_rate", "response_chars", "tokens_per_instance",
-                     "cost_per_instance")
+                     "cost_per_instance", "margin_median", "chosen_longer_chars",
+                     "both_order_consistency", "judge_rm_agreement")
 
 
 def _dicts(cur: Any) -> list[dict[str, Any]]:
@@ -56,11 +63,12 @@ def cells(store: Store, method: str | None = None, domain: str | None = None
             "leaderboard)", [DOMAIN_TASK]).fetchall()) if rows else {}
         clean = {rid: run_decontaminated(cur) for rid, cur in con.execute(
             "SELECT run_id, curation FROM runs").fetchall()} if rows else {}
-        correct = _accepted_correct(con) if rows else {}
+        late = _late_metrics(con) if rows else {}
     prev: dict[str, Any] | None = None
     for r in rows:
         r["decontaminated"] = clean.get(r["run_id"], False)
-        r["accepted_correct"] = correct.get(r["run_id"])
+        for name in LATE_METRICS:
+            r[name] = late.get(name, {}).get(r["run_id"])
         same_cell = prev is not None and (prev["method"], prev["domain"]) == (r["method"],
                                                                             r["domain"])
         r["separable"] = (_separable(boots[prev["run_id"]], boots[r["run_id"]])
@@ -78,7 +86,7 @@ def overall(store: Store) -> list[dict[str, Any]]:
         rows = _dicts(con.execute("SELECT * FROM leaderboard_overall ORDER BY rank, generator"))
         cell_boots = con.execute("SELECT generator, boot FROM pgr WHERE task = ?",
                                  [DOMAIN_TASK]).fetchall()
-        correct = _accepted_correct(con)
+        late = _late_metrics(con)
         run_of = con.execute("SELECT generator, run_id FROM pgr WHERE task = ?",
                              [DOMAIN_TASK]).fetchall()
         dirty = {g for g, cur in con.execute(
@@ -95,17 +103,22 @@ def overall(store: Store) -> list[dict[str, Any]]:
         r["separable"] = (_separable(reps[rows[i - 1]["generator"]], reps[r["generator"]])
                           if i else None)
         r["decontaminated"] = r["generator"] not in dirty  # every cell of it was
-        vals = [correct[rid] for g, rid in run_of if g == r["generator"] and rid in correct]
-        r["accepted_correct"] = sum(vals) / len(vals) if vals else None
+        for name in LATE_METRICS:
+            got = late.get(name, {})
+            vals = [got[rid] for g, rid in run_of if g == r["generator"] and rid in got]
+            r[name] = sum(vals) / len(vals) if vals else None
     return rows
 
 
-def _accepted_correct(con: Any) -> dict[str, float]:
-    """Per run, the share of accepted rows verified correct (the stats metric); read here
-    rather than in the views, which predate it."""
-    return {rid: v for rid, v in con.execute(
-        "SELECT run_id, value FROM intrinsic_latest WHERE metric = 'accepted_correct' "
-        "AND value IS NOT NULL").fetchall()}
+def _late_metrics(con: Any) -> dict[str, dict[str, float]]:
+    """Per metric of :data:`LATE_METRICS`, per run, its latest value; read here rather than in
+    the views, which predate them."""
+    found: dict[str, dict[str, float]] = {}
+    for metric, rid, v in con.execute(
+            "SELECT metric, run_id, value FROM intrinsic_latest WHERE list_contains(?, metric) "
+            "AND value IS NOT NULL", [list(LATE_METRICS)]).fetchall():
+        found.setdefault(metric, {})[rid] = v
+    return found
 
 
 def _separable(a: Any, b: Any) -> bool:

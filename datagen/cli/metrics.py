@@ -175,6 +175,12 @@ def leaderboard_notes(rows: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
+# Pair metrics shown beside PGR for preference data (column -> metric): the judge's median
+# margin, the chosen side's length advantage, both-order consistency, judge vs reward model.
+PAIR_COLUMNS = {"margin": "margin_median", "longer": "chosen_longer_chars",
+                "consistent": "both_order_consistency", "judge~RM": "judge_rm_agreement"}
+
+
 def leaderboard_table(rows: list[dict[str, Any]], by: str = "cell", width: int = 200
                       ) -> tuple[Table, bool]:
     """The leaderboard as a rich table, and whether any row is not separable from the one above
@@ -193,9 +199,10 @@ def leaderboard_table(rows: list[dict[str, Any]], by: str = "cell", width: int =
     cols += ["PGR", "95% CI", ""]
     bias = wide and any(r.get("issue_bias") is not None for r in rows)
     correct = wide and any(r.get("accepted_correct") is not None for r in rows)
+    pair = wide and any(r.get("chosen_longer_chars") is not None for r in rows)
     cols += ["quality", "difficulty", "diversity"] + (["issue bias"] if bias else []) + (
-        ["correct"] if correct else []) + ["valid", "cost $", "PGR/$"] if wide else [
-        "valid", "cost $"]
+        ["correct"] if correct else []) + (list(PAIR_COLUMNS) if pair else []) + [
+        "valid", "cost $", "PGR/$"] if wide else ["valid", "cost $"]
     for c in cols:
         t.add_column(c, justify="left" if c in ("generator", "method", "domain", "") else
                      "right", no_wrap=c != "generator")
@@ -214,6 +221,7 @@ def leaderboard_table(rows: list[dict[str, Any]], by: str = "cell", width: int =
                       _f(r.get("response_diversity"), ".3f"),
                       *([_f(r.get("issue_bias"))] if bias else []),
                       *([_f(r.get("accepted_correct"))] if correct else []),
+                      *([_f(r.get(k)) for k in PAIR_COLUMNS.values()] if pair else []),
                       _f(r.get("validity_rate")),
                       _f(r.get("cost_usd"), ".4f"), _f(r.get("pgr_per_dollar"), ".1f"))
         else:

@@ -122,3 +122,24 @@ def test_a_run_without_pairs(store: Store):
     res = compute_intrinsic(store, "run-s", "pairs")
     assert res.values["pairs"] == (0, 0) and res.values["margin_mean"] == (None, 0)
     assert margin_histogram(store, "run-s") == []
+
+
+def test_pair_metrics_beside_pgr_on_the_leaderboard(store: Store):
+    from datagen.cli.metrics import leaderboard_table
+    from metrics.leaderboard import cells, overall
+    from tests.metrics.planting import plant_benchmark
+
+    runs = plant_benchmark(store, n_items=20)
+    rid = next(iter(runs.values()))
+    store.write_pairs(rid, PAIRS)
+    compute_intrinsic(store, rid, "pairs")
+    rows = cells(store)
+    mine = next(r for r in rows if r["run_id"] == rid)
+    assert mine["chosen_longer_chars"] == 0.5 and mine["judge_rm_agreement"] == 0.5
+    assert mine["margin_median"] == 1.5
+    assert all(r["chosen_longer_chars"] is None for r in rows if r["run_id"] != rid)
+    gen = next(r for r in overall(store) if r["generator"] == mine["generator"])
+    assert gen["chosen_longer_chars"] == 0.5  # the mean over its cells that have pairs
+    table, _ = leaderboard_table(rows, "cell", 240)
+    assert [c.header for c in table.columns][-7:-3] == ["margin", "longer", "consistent",
+                                                        "judge~RM"]
