@@ -19,7 +19,8 @@ constraint reward's margin):
   where they record the verdicts (``preference-pairs``' ``meta.pairwise``); and the number of
   prompts excluded as position-inconsistent (the judge picked the same position both times).
 - **judge vs reward model**: the share of pairs whose reward-model scores (``evidence.reward``)
-  also put chosen above rejected; absent (n/a) when no reward model scored the pairs.
+  also put chosen above rejected; absent (n/a) when no reward model scored the pairs, or when
+  the reward model itself picked them (``preference-pairs`` with ``scorer: reward-model``).
 - **per-aspect means** of the chosen and rejected sides (``chosen_mean:<aspect>``,
   ``rejected_mean:<aspect>``), and ``aspect_conflict_rate``: the share of multi-aspect pairs
   where at least one aspect rates the rejected side higher, i.e. the mean hides a trade-off.
@@ -105,8 +106,8 @@ def _ratings(evidence: Mapping[str, Any], attribute: str | None, side: str) -> d
 
 def _rm_agrees(evidence: Mapping[str, Any]) -> bool | None:
     rm = evidence.get("reward")
-    if not isinstance(rm, Mapping):
-        return None
+    if not isinstance(rm, Mapping) or str(evidence.get("rule", "")).startswith("reward"):
+        return None  # no reward scores, or the reward model itself picked the pair
     c, r = rm.get("chosen"), rm.get("rejected")
     if not isinstance(c, int | float) or not isinstance(r, int | float):
         return None

@@ -70,6 +70,9 @@ def test_values_of_hand_built_pairs():
 def test_without_reward_scores_agreement_is_not_available():
     v = pair_values(PAIRS[2:])
     assert v["judge_rm_agreement"] == (None, 0)
+    picked_by_rm = pair(9, "a", "b", 1.0, rule="reward-best-vs-random-lower",
+                        reward={"model": "rm", "chosen": 2.0, "rejected": 1.0})
+    assert pair_values([picked_by_rm])["judge_rm_agreement"] == (None, 0)
     assert v["both_order_consistency"] == (1.0, 1)  # only p3 was checked
 
 
