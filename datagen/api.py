@@ -7,7 +7,7 @@ evaluations come from the ``datagen`` modules; metrics, PGR, leaderboards and re
 
     from datagen.api import generate, export_run, train, evaluate
     result = generate("hf:smollm2", "prompts.jsonl", n=8)     # or: await agenerate(...)
-    export_run(result.run_id, "train.jsonl")
+    export_run(result.run_id, "train.jsonl")                 # push_run(id, "org/name"): Hub
     student = train(result.run_id, recipe="tiny-llama")
     evaluate(student.student_id, ["arithmetic"], limit=50).scores
 
@@ -39,7 +39,7 @@ from datagen.bench_plan import BenchPlan, aplan_bench
 from datagen.evaluation import EvalResult, TaskResult, aevaluate, resolve_model
 from datagen.pairs import export_pairs, pair_counts
 from datagen.routing import import_labels, label_agreement, route_pairs
-from datagen.run_files import EXPORT_FORMATS, export_run, pair_rows
+from datagen.run_files import EXPORT_FORMATS, export_run, pair_rows, push_run
 from datagen.runs import (
     DEFAULT_SOURCE,
     RunPlan,
@@ -113,6 +113,7 @@ __all__ = [
     "pair_rows",
     "plan_bench",
     "plan_run",
+    "push_run",
     "resolve_model",
     "route_pairs",
     "select",

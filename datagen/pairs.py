@@ -18,7 +18,9 @@ Formats:
   ``meta`` as JSON strings, because their shape differs between methods and rows and a columnar
   schema would otherwise fail or fill with nulls.
 
-``push_to_hub`` pushes the ``hf`` form (the token comes from the usual ``HF_TOKEN`` / login).
+``push_to_hub`` pushes the ``hf`` form (the token comes from the usual ``HF_TOKEN`` / login)
+and a dataset card (:mod:`datagen.hub`: generator, method, run, curation, decontamination, PGR);
+the ``hf`` form on disk gets the same card as its ``README.md``.
 Filters: ``attribute`` (exact name, as ``datagen pairs list`` shows) and ``min_margin`` (pairs
 without a margin are dropped when it is set); they read the judge's pairs, before labels.
 
@@ -39,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from datagen_core.errors import BackendError, ConfigError, InputError, NotFoundError
+from datagen_core.errors import ConfigError, InputError, NotFoundError
 from datagen_core.records import Pair
 from metrics.store import Store
 
@@ -139,6 +141,20 @@ def _dataset(pairs: list[Pair], sources: list[str] | None = None) -> Any:
     return datasets.Dataset.from_list(full_rows(pairs, json_strings=True, sources=sources))
 
 
+def _card(run_id: str, pairs: list[Pair], sources: list[str], attribute: str | None,
+          min_margin: float | None, workspace: str | Path | None, **kw: Any) -> Any:
+    """The dataset card of an export (:mod:`datagen.hub`), saying which filters and how many
+    people's labels made this set."""
+    from datagen.hub import dataset_card, run_facts
+
+    notes = [f"filtered: {k}={v}" for k, v in (("attribute", attribute),
+                                                ("min_margin", min_margin)) if v is not None]
+    if humans := sources.count("human"):
+        notes.append(f"{humans} of {len(pairs)} pairs labelled by people (the rest by the LM "
+                     "judge)")
+    return dataset_card(run_facts(run_id, workspace), "pairs", len(pairs), notes=notes, **kw)
+
+
 def export_pairs(
     run_id: str,
     out: str | Path | None,
@@ -173,12 +189,14 @@ def export_pairs(
                                                        sources=sources)))
         else:
             _dataset(pairs, sources).save_to_disk(str(path))
+            _card(run_id, pairs, sources, attribute, min_margin, workspace,
+                  name=path.name).save(path / "README.md")
     if push_to_hub is not None:
-        try:
-            _dataset(pairs, sources).push_to_hub(push_to_hub)
-        except Exception as e:  # network, auth, repo name: one line with the cause
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise BackendError(f"push to the Hub ({push_to_hub}) failed: {first}") from None
+        from datagen.hub import push
+
+        push(push_to_hub, _dataset(pairs, sources), _card(
+            run_id, pairs, sources, attribute, min_margin, workspace, name=push_to_hub,
+            pushed=True))
     if path is not None:
         return path
     assert push_to_hub is not None  # checked above

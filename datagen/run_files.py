@@ -95,6 +95,33 @@ def export_run(
     rows = store.instance_rows(rid, include_rejected)
     if fmt == "jsonl":
         return write_output(out, (orjson.dumps(r) + b"\n" for r in rows))
-    for r in rows:
-        r["meta"] = orjson.dumps(r["meta"]).decode()
-    return write_output(out, parquet_bytes(rows))
+    return write_output(out, parquet_bytes(_flat(rows)))
+
+
+def _flat(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for columnar forms (parquet, the Hub): ``meta`` as JSON text, its shape varies."""
+    return [{**r, "meta": orjson.dumps(r["meta"]).decode()} for r in rows]
+
+
+def push_run(run_id: str, repo_id: str, *, include_rejected: bool = False,
+             card_only: bool = False, workspace: str | Path | None = None) -> str:
+    """Push a run's rows to the Hub dataset ``repo_id`` (``org/name``) with a dataset card
+    (:mod:`datagen.hub`: generator, method, run, curation, decontamination, PGR);
+    ``card_only`` updates just the card. Returns the repo id."""
+    import datasets
+
+    from datagen.hub import dataset_card, push, run_facts
+
+    store = Store.open_existing(workspace)
+    rid = store.resolve_run(run_id)
+    rows = _flat(store.instance_rows(rid, include_rejected))
+    if not include_rejected:  # every row is valid: the columns would say nothing
+        rows = [{k: v for k, v in r.items() if k not in ("valid", "reject_reason")}
+                for r in rows]
+    if not rows:
+        from datagen_core.errors import InputError
+
+        raise InputError(f"run {rid} has no rows to push (see `datagen runs show {rid}`)")
+    card = dataset_card(run_facts(rid, workspace), "rows", len(rows), name=repo_id, pushed=True)
+    push(repo_id, None if card_only else datasets.Dataset.from_list(rows), card)
+    return repo_id

@@ -91,6 +91,7 @@ def test_formats_and_errors(run_id: str, tmp_path: Path):
 
 def test_push_to_hub_calls_datasets(run_id: str, monkeypatch: pytest.MonkeyPatch):
     import datasets
+    import huggingface_hub
 
     pushed = []
 
@@ -98,6 +99,8 @@ def test_push_to_hub_calls_datasets(run_id: str, monkeypatch: pytest.MonkeyPatch
         pushed.append((repo_id, len(self), sorted(self.column_names)))
 
     monkeypatch.setattr(datasets.Dataset, "push_to_hub", fake_push)
+    # the dataset card (tests/test_hub_export.py checks what it says)
+    monkeypatch.setattr(huggingface_hub.DatasetCard, "push_to_hub", lambda *a, **k: None)
     assert export_pairs(run_id, None, attribute="focus", push_to_hub="org/pairs") == "org/pairs"
     assert pushed == [("org/pairs", 6, ["attribute", "chosen", "evidence", "label_source",
                                         "margin", "meta", "pair_id", "prompt", "rejected",

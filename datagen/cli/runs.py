@@ -223,17 +223,35 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="Run id or a unique pre
 
 def export(
     run_id: Annotated[str, typer.Argument(help="Run id or a unique prefix.")],
-    output: Annotated[Path, typer.Option("--out", "-o", help="Output file.")],
+    output: Annotated[Path | None, typer.Option("--out", "-o", help="Output file.")] = None,
     fmt: Annotated[str | None, typer.Option(
         "--format", "-f", help="jsonl or parquet (default: from the file name).")] = None,
     include_rejected: Annotated[bool, typer.Option(help="Also export rejected rows.")] = False,
+    push_to_hub: Annotated[str | None, typer.Option(
+        "--push-to-hub", help="Push the rows to this Hub dataset repo (ORG/NAME) with a dataset "
+        "card: generator, method, run, curation, decontamination, PGR. The token comes from "
+        "HF_TOKEN or `hf auth login`.")] = None,
+    card_only: Annotated[bool, typer.Option(
+        "--card-only", help="With --push-to-hub: update only the dataset card.")] = False,
 ) -> None:
-    """Export a run's rows (chat `messages`) as JSONL or Parquet."""
+    """Export a run's rows (chat `messages`) as JSONL or Parquet, and/or push them to the Hub."""
     from datagen import api
+    from datagen_core.errors import ConfigError
 
-    path = api.export_run(run_id, output, fmt, include_rejected=include_rejected,
-                          workspace=state.workspace)
-    err.print(f"wrote {path}")
+    if output is None and push_to_hub is None:
+        raise ConfigError("give --out PATH, --push-to-hub ORG/NAME, or both")
+    if card_only and push_to_hub is None:
+        raise ConfigError("--card-only updates the card of a pushed dataset: give "
+                          "--push-to-hub ORG/NAME")
+    if output is not None:
+        path = api.export_run(run_id, output, fmt, include_rejected=include_rejected,
+                              workspace=state.workspace)
+        err.print(f"wrote {path}")
+    if push_to_hub is not None:
+        api.push_run(run_id, push_to_hub, include_rejected=include_rejected,
+                     card_only=card_only, workspace=state.workspace)
+        err.print(f"pushed {'the dataset card' if card_only else 'the rows and a dataset card'} "
+                  f"to https://huggingface.co/datasets/{push_to_hub}")
 
 
 def _s(v: Any) -> str:
