@@ -168,6 +168,18 @@ SKIP: dict[str, str] = {
     "datagen generate -g openai:gpt-4o-mini -m preference-pairs -i prompts.jsonl -a "
     "'pool=[anthropic:claude-3-5-haiku-latest]' -a judge=openai:gpt-4o":
         ECHO_IS_NOT_DATA + "tests/generators/test_preference_pairs.py (the CLI too)",
+    "datagen generate -g hf:smollm2 -m preference-pairs -i prompts.jsonl -a "
+    "'pool=[openai:gpt-4o-mini]' -a scorer=reward-model -a "
+    "reward_model=Skywork/Skywork-Reward-Llama-3.1-8B-v0.2":
+        "an 8B reward model from the Hub; tests/generators/test_preference_pairs_reward.py "
+        "scores with a tiny local one (scorer reward-model and both)",
+    "datagen generate -g openai:gpt-4o-mini -m preference-pairs -i prompts.jsonl -a "
+    "'pool=[student:STUDENT_ID]'":
+        "needs a trained student; tests/generators/test_preference_pairs_reward.py serves a "
+        "tiny student folder through the hf backend",
+    "datagen export 3f2a --push-to-hub org/name":
+        "pushes to the Hub; tests/test_hub_export.py runs it with the Hub replaced by recorders "
+        "and checks the dataset card",
     "datagen generate -g openai-batch:gpt-4o-mini -i prompts.jsonl -n 100000":
         "a real batch may take up to 24 hours; tests/generators/test_batch_backends.py runs "
         "both batch protocols (and a kill mid-poll) against generators.testing.batch_loopback",
