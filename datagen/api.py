@@ -38,6 +38,7 @@ from datagen.bench import BenchResult, Reporter, abench
 from datagen.bench_plan import BenchPlan, aplan_bench
 from datagen.evaluation import EvalResult, TaskResult, aevaluate, resolve_model
 from datagen.pairs import export_pairs, pair_counts
+from datagen.ray_data import RayData
 from datagen.routing import import_labels, label_agreement, route_pairs
 from datagen.run_files import EXPORT_FORMATS, export_run, pair_rows, push_run
 from datagen.runs import (
@@ -78,6 +79,7 @@ __all__ = [
     "BenchPlan",
     "BenchResult",
     "EvalResult",
+    "RayData",
     "RunPlan",
     "RunResult",
     "SelectConfig",
@@ -140,12 +142,15 @@ def generate(
     backends: dict[str, Any] | None = None,
     curation: CurationConfig | dict[str, Any] | None = None,
     max_failure_rate: float | None = None,
+    ray: RayData | dict[str, Any] | str | None = None,
 ) -> RunResult:
-    """:func:`datagen.runs.agenerate`, synchronously."""
+    """:func:`datagen.runs.agenerate`, synchronously. ``ray="local"`` (or ``"auto"``,
+    ``"ray://HOST:10001"``, or ``{"address": ..., "replicas": 4}``) answers the requests
+    through a Ray Data pipeline: the same run, on many CPUs or GPUs."""
     return asyncio.run(agenerate(
         generator, source, n=n, method=method, method_args=method_args, domain=domain,
         workspace=workspace, progress=progress, backend=backend, backends=backends,
-        curation=curation, max_failure_rate=max_failure_rate,
+        curation=curation, max_failure_rate=max_failure_rate, ray=ray,
     ))
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from datagen import __version__
+from datagen.ray_data import RayData, engine_for, ray_data_config
 from datagen.run_curation import (
     Decontamination,
     curate_outputs,
@@ -88,6 +89,7 @@ class RunPlan:
     n: int | None = None
     decontamination: Decontamination | None = None
     seed_drops: dict[str, Any] | None = None  # seed rows dropped as evaluation items
+    ray: RayData | None = None  # where requests are answered (operational: not in run_id)
 
     async def requests(self) -> tuple[list[GenRequest], bool]:
         """The generator requests this run would send, and whether the list is exact.
@@ -174,6 +176,7 @@ async def agenerate(
     backends: dict[str, Any] | None = None,
     curation: CurationConfig | dict[str, Any] | None = None,
     max_failure_rate: float | None = None,
+    ray: RayData | dict[str, Any] | str | None = None,
 ) -> RunResult:
     """Run ``method`` with ``generator`` over ``source`` (default: the built-in seed set).
 
@@ -189,11 +192,16 @@ async def agenerate(
     (0-1; default: any share), is stored with status ``failed`` and raises
     :class:`~datagen_core.errors.RunFailedError`, whose ``result`` holds what it did produce; the
     same call again resends only the failed requests.
+
+    ``ray`` (an address such as ``"local"``, ``"auto"``, ``"ray://HOST:10001"``, or a
+    :class:`~datagen.ray_data.RayData`) answers the generator's requests through a Ray Data
+    pipeline of backend replicas instead of this process: the same run id, files and resume.
     """
     if max_failure_rate is not None and not 0 <= max_failure_rate <= 1:
         raise ConfigError(f"max failure rate must be between 0 and 1, got {max_failure_rate}")
     plan = plan_run(generator, source, n=n, method=method, method_args=method_args,
                     domain=domain, curation=curation)
+    plan.ray = ray_data_config(ray, plan.spec)
     run_id = plan.run_id
     ws = Workspace.resolve(workspace).ensure()
     store = Store(ws.db_path)
@@ -246,8 +254,9 @@ async def _execute(manifest: RunManifest, plan: RunPlan, store: Store, run_dir: 
     spec, m, rows, uri, n, cur, run_id = (plan.spec, plan.method, plan.rows, plan.uri, plan.n,
                                           plan.curation, plan.run_id)
     domain = plan.domain
-    engine = Engine(spec, backend=backend, log_path=run_dir / "responses.jsonl", cache=store,
-                    progress=progress, description=f"{m.name} {spec.label}")
+    engine: Engine = engine_for(plan.ray)(
+        spec, backend=backend, log_path=run_dir / "responses.jsonl", cache=store,
+        progress=progress, description=f"{m.name} {spec.label}")
     totals = EngineStats()
 
     async def call(requests: list[GenRequest]) -> list[GenResponse]:

@@ -60,6 +60,13 @@ def generate(
     max_failure_rate: Annotated[float | None, typer.Option(
         help="Fail the run (exit 1, status failed) when more than this share of requests "
         "failed, e.g. 0.05. A run that keeps no row always fails.")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="Answer the requests through a Ray Data pipeline of backend "
+        "replicas: local (a private Ray here), auto (the cluster this machine is part of) or "
+        "ray://HEAD:10001. Same run id and files as without it.")] = None,
+    ray_replicas: Annotated[int | None, typer.Option(
+        "--ray-replicas", help="Backend (or vLLM engine) replicas with --ray-address (default 1;"
+        " vLLM's tensor_parallel_size is a generator option).")] = None,
 ) -> None:
     """Generate a dataset: send prompts to a generator LM, keep the answers as SFT rows."""
     from datagen import api
@@ -89,10 +96,13 @@ def generate(
         curation["decontaminate"] = False
     if eval_set:
         curation["eval_sets"] = eval_set
+    if ray_replicas is not None and ray_address is None:
+        raise ConfigError("--ray-replicas needs --ray-address (local, auto or ray://HEAD:10001)")
+    ray = None if ray_address is None else {"address": ray_address, "replicas": ray_replicas or 1}
     try:
         result = api.generate(spec, input, n=n, method=method, method_args=margs, domain=domain,
                               workspace=state.workspace, progress=False if state.quiet else None,
-                              curation=curation, max_failure_rate=max_failure_rate)
+                              curation=curation, max_failure_rate=max_failure_rate, ray=ray)
     except RunFailedError as e:
         if isinstance(e.result, api.RunResult):
             _summary(e.result)
