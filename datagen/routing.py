@@ -162,8 +162,8 @@ def build_scorer(store: Store) -> Scorer:
     """The learned scorer when the workspace's labels allow one, else the fixed one (with why)."""
     feats, target = training_set(store)
     if len(target) < MIN_LABELS:
-        return Scorer("fixed", len(target), f"{len(target)} labelled pairs (the learned score "
-                      f"needs {MIN_LABELS})")
+        return Scorer("fixed", len(target), f"the learned score needs {MIN_LABELS} labelled "
+                      f"pairs, {len(target)} so far")
     if len(set(target)) < 2:
         return Scorer("fixed", len(target), "people agreed with the judge on every labelled "
                       "pair, or on none: nothing to learn from")

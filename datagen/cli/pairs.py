@@ -104,9 +104,10 @@ def pairs_route(
 
     res = route_pairs(run_id, budget, None, fmt, workspace=state.workspace)
     path = write_routed(res, output if output is not None else default_route_path(res))
-    t = Table(box=None)
-    for col in ("#", "pair", "score", *FEATURE_COLUMNS):
-        t.add_column(col, justify="left" if col == "pair" else "right")
+    t = Table(box=None, title="least reliable first (features: higher = less reliable)",
+              title_justify="left")
+    for col in ("#", "pair", "score", *FEATURE_COLUMNS.values()):
+        t.add_column(col, justify="left" if col == "pair" else "right", no_wrap=True)
     for i, r in enumerate(res.pairs[:10], start=1):
         t.add_row(str(i), r.pair_id, _f(r.score), *(_f(r.features[k]) for k in FEATURE_COLUMNS))
     if res.pairs:
@@ -118,7 +119,10 @@ def pairs_route(
     err.print(f"read the labels back with: datagen pairs import-labels {res.run_id} FILE")
 
 
-FEATURE_COLUMNS = ("order_disagree", "small_margin", "aspect_conflict", "rm_disagree")
+# routing feature -> its column: the two orders disagree, small margin, aspects conflict,
+# the reward model disagrees
+FEATURE_COLUMNS = {"order_disagree": "orders", "small_margin": "margin",
+                   "aspect_conflict": "aspects", "rm_disagree": "RM"}
 
 
 @pairs_app.command("import-labels")
