@@ -141,9 +141,12 @@ class _Runner:
         return (self.suite.base_for(domain).kind == "untrained"
                 and self.recipe.base_model == SCRATCH)
 
+    def _trains_reference(self, domain: str) -> bool:
+        return self.suite.reference_for(domain).kind in ("gold", "pairs")
+
     def _count_steps(self) -> int:
         s = self.suite
-        per_domain = sum(1 + (2 if s.reference_for(d).kind == "gold" else 1)
+        per_domain = sum(1 + (2 if self._trains_reference(d) else 1)
                          + self._scratch_base(d) for d in s.domains)
         selecting = sum(len(s.selections(d)) for _, _, d in s.cells())
         return per_domain + 5 * len(s.cells()) + 4 * selecting + 1
@@ -201,9 +204,11 @@ class _Runner:
         cell = f"baselines · {domain}"
         ref = self.suite.reference_for(domain)
         ref_model: str
-        if ref.kind == "gold":
+        if ref.kind in ("gold", "pairs"):
             with self.step(cell, "train reference") as rec:
-                student = await self.train_student(self.gold_data(domain), rec)
+                data = self.gold_data(domain) if ref.kind == "gold" else \
+                    Path(str(ref.pairs)).expanduser()
+                student = await self.train_student(data, rec)
                 ref_model = student
         else:
             assert ref.model is not None
@@ -220,8 +225,8 @@ class _Runner:
             base_ids = await self.evaluate(base_student or self.baseline_model(base),
                                            domain, rec, student_id=base_student)
         with self.step(cell, "evaluate reference") as rec:
-            ref_ids = await self.evaluate(ref_model, domain, rec,
-                                          student_id=ref_model if ref.kind == "gold" else None)
+            ref_ids = await self.evaluate(ref_model, domain, rec, student_id=ref_model
+                                          if self._trains_reference(domain) else None)
         return base_ids, ref_ids
 
     def baseline_model(self, b: Baseline) -> Any:
@@ -252,13 +257,25 @@ class _Runner:
                               "{model: SPEC}")
         gold = gold[:n]
         tag = stable_hash([[r["instruction"], r["response"]] for r in gold], 12)
-        out = self.ws.root / BENCH_DIR / "gold" / f"{domain}-{len(gold)}-{tag}.jsonl"
+        if self.recipe.kind == "dpo":  # a DPO reference learns from gold pairs
+            from datagen.gold_pairs import gold_pairs
+
+            rows = gold_pairs(gold, domain)
+            if not rows:
+                raise ConfigError(f"reference: gold made no gold pair from {uri}: its gold "
+                                  "responses have no final number to falsify; give reference: "
+                                  "{pairs: FILE}")
+            name = f"{domain}-pairs-{len(rows)}-{tag}.jsonl"
+        else:
+            rows = [{"messages": [{"role": "user", "content": r["instruction"]},
+                                  {"role": "assistant", "content": r["response"]}]}
+                    for r in gold]
+            name = f"{domain}-{len(gold)}-{tag}.jsonl"
+        out = self.ws.root / BENCH_DIR / "gold" / name
         if not out.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_suffix(".tmp")
-            tmp.write_bytes(b"".join(orjson.dumps({"messages": [
-                {"role": "user", "content": r["instruction"]},
-                {"role": "assistant", "content": r["response"]}]}) + b"\n" for r in gold))
+            tmp.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
             tmp.replace(out)
         return out
 
@@ -279,7 +296,9 @@ class _Runner:
         if row and row[0] == "finished" and not row[3] and (
                 self.ws.run_dir(plan.run_id) / "data.parquet").exists():
             rec.status, rec.detail = "reused", f"run {plan.run_id}: {row[1]}/{row[2]} valid"
-            if not row[1]:
+            if self.recipe.kind == "dpo":
+                rec.detail += f", {self._pairs_kept(plan.run_id)} pairs"
+            elif not row[1]:
                 raise DatagenError(f"run {plan.run_id} kept no valid instance to train on: see "
                                    f"`datagen -w {self.ws.root} runs show {plan.run_id}`")
             return plan.run_id
@@ -288,7 +307,9 @@ class _Runner:
             backend=self.backends.get(g.name), backends=self.backends, **kw)
         rec.detail = (f"run {result.run_id}: {len(result.valid)}/{len(result.instances)} valid, "
                       f"{result.stats.sent} sent, {result.stats.reused} reused")
-        if not result.valid:
+        if self.recipe.kind == "dpo":
+            rec.detail += f", {self._pairs_kept(result.run_id)} pairs"
+        elif not result.valid:
             from collections import Counter
 
             reasons = Counter(x.reject_reason or "rejected" for x in result.instances)
@@ -297,6 +318,15 @@ class _Runner:
                 f"run {result.run_id} kept no valid instance to train on ({top}): see `datagen "
                 f"-w {self.ws.root} runs show {result.run_id}`")
         return result.run_id
+
+    def _pairs_kept(self, run_id: str) -> int:
+        """A DPO cell trains on its run's curated pairs: none is the cell's end, with why."""
+        path = self.ws.run_dir(run_id) / "pairs.jsonl"
+        n = sum(1 for line in path.open("rb") if line.strip()) if path.is_file() else 0
+        if not n:
+            raise DatagenError(f"run {run_id} kept no preference pair to train on: see `datagen "
+                               f"-w {self.ws.root} runs show {run_id}`")
+        return n
 
     async def intrinsic(self, run_id: str, rec: StepRecord) -> None:
         from metrics.facade import compute_metrics
@@ -377,7 +407,7 @@ class _Runner:
                     self.skip(f"baselines · {d}", [x for x in (
                         "train reference", "build untrained base", "evaluate base",
                         "evaluate reference") if x not in done
-                        and (x != "train reference" or s.reference_for(d).kind == "gold")
+                        and (x != "train reference" or self._trains_reference(d))
                         and (x != "build untrained base" or self._scratch_base(d))],
                         "an earlier baseline step failed")
             from datagen.bench_select import run_select_cell

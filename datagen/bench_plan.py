@@ -203,14 +203,17 @@ async def _plan(suite: Suite, root: Path) -> BenchPlan:
     for d, dom in suite.domains.items():
         ref = suite.reference_for(d)
         if ref.kind == "gold":
-            students.append((f"gold {d} seeds ({suite.domain_n(d)} rows): the reference",
+            what = "gold pairs from the" if recipe.kind == "dpo" else "gold"
+            students.append((f"{what} {d} seeds ({suite.domain_n(d)} rows): the reference",
                              recipe.label))
+        elif ref.kind == "pairs":
+            students.append((f"pairs file {ref.pairs}: the reference", recipe.label))
         base = suite.base_for(d)
         if base.kind == "untrained" and recipe.base_model == SCRATCH:
             students.append((f"untrained {d} base: 0 steps on the gold seeds' tokenizer",
                              recipe.label))
         models = [f"base ({base.model or recipe.base_model})",
-                  f"reference ({ref.model or 'gold student'})"]
+                  f"reference ({ref.model or ref.pairs or 'gold student'})"]
         models += [f"student of {c.generator} · {c.method}" for c in cells if c.domain == d]
         models += [f"student of {c.generator}+{sel.method} · {c.method}" for c in cells
                    if c.domain == d for sel in suite.selections(d)]

@@ -72,6 +72,19 @@ class SuiteMethod(_Config):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
+class SuiteSource(SuiteGenerator):
+    """A generator with its own method: one entry of the leaderboard when what is compared is a
+    whole data source rather than a model (a preference suite's pair sources: a generator pool
+    and judge, ALFA, MACS, verified pairs or their unverified control)."""
+
+    method: SuiteMethod
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+
 class SuiteTask(_Config):
     name: str
     args: dict[str, Any] = Field(default_factory=dict)
@@ -82,13 +95,16 @@ class SuiteTask(_Config):
 
 class Baseline(_Config):
     """A base or reference: a model evaluated as is, the student's untrained base model, or
-    (reference only) a student trained on the domain's gold data."""
+    (reference only) a student trained on the domain's gold data or on a given pairs file."""
 
-    kind: Literal["model", "untrained", "gold"]
+    kind: Literal["model", "untrained", "gold", "pairs"]
     model: str | None = None
+    pairs: str | None = Field(None, description="DPO reference: a prompt/chosen/rejected file")
 
     @property
     def label(self) -> str:
+        if self.kind == "pairs":
+            return f"pairs {self.pairs}"
         return f"model {self.model}" if self.kind == "model" else self.kind
 
 
@@ -98,14 +114,16 @@ def _baseline(value: Any) -> Any:
             return {"kind": value}
         raise ValueError(f"{value!r}: use 'untrained', 'gold' or {{model: SPEC}}")
     if isinstance(value, dict) and "kind" not in value:
+        if set(value) == {"pairs"}:
+            return {"kind": "pairs", **value}
         if set(value) != {"model"}:
-            raise ValueError("a model baseline is {model: SPEC} and nothing else")
+            raise ValueError("a baseline is {model: SPEC} or {pairs: FILE} and nothing else")
         return {"kind": "model", **value}
     return value
 
 
 BaselineField = Annotated[Baseline, BeforeValidator(_baseline)]
-"""A baseline written as 'untrained', 'gold' or {model: SPEC}."""
+"""A baseline written as 'untrained', 'gold', {model: SPEC} or {pairs: FILE}."""
 
 
 class SuiteSelect(SelectConfig):
@@ -148,8 +166,11 @@ class Suite(_Config):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
     n: int = Field(256, ge=1)
-    generators: list[SuiteGenerator] = Field(min_length=1)
-    methods: list[SuiteMethod] = Field(min_length=1)
+    generators: list[SuiteGenerator] = Field(default_factory=list)
+    methods: list[SuiteMethod] = Field(default_factory=list)
+    sources: list[SuiteSource] = Field(
+        default_factory=list, description="generators with their own method, each ranked on "
+        "its own (beside or instead of generators x methods)")
     domains: dict[str, SuiteDomain] = Field(min_length=1)
     curation: dict[str, Any] = Field(default_factory=dict)
     intrinsic: list[str] = Field(default_factory=lambda: ["stats", "diversity"])
@@ -198,8 +219,17 @@ class Suite(_Config):
         return out
 
     def cells(self) -> list[tuple[SuiteGenerator, SuiteMethod, str]]:
-        """Every generator x method x domain, generators outermost (the order they run in)."""
-        return [(g, m, d) for g in self.generators for m in self.methods for d in self.domains]
+        """Every generator x method x domain, generators outermost (the order they run in),
+        then every source x domain."""
+        return [(g, m, d) for g in self.generators for m in self.methods for d in self.domains] \
+            + [(src, src.method, d) for src in self.sources for d in self.domains]
+
+    @property
+    def kind(self) -> str:
+        """sft or dpo: what its students learn from (instances, or preference pairs)."""
+        from students.recipes import load_recipe
+
+        return load_recipe(self.student.recipe, **self.student.overrides).kind
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -233,28 +263,46 @@ def check_suite(suite: Suite, where: str = "suite") -> None:
     def fail(key: str, msg: str) -> None:
         raise ConfigError(f"{where}: {key}: {msg}")
 
-    names = [g.name for g in suite.generators]
+    if not suite.sources and not (suite.generators and suite.methods):
+        fail("generators", "give generators and methods (every generator x method is a cell), "
+             "or sources (a generator with its own method each)")
+    if suite.generators and not suite.methods:
+        fail("methods", "the generators need at least one method")
+    if suite.methods and not suite.generators:
+        fail("generators", "the methods need at least one generator")
+    names = [g.name for g in [*suite.generators, *suite.sources]]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         fail("generators", f"duplicate name(s) {', '.join(dup)}: every configuration needs its "
              "own name")
-    for i, g in enumerate(suite.generators):
-        try:
-            check_spec(generator_spec(g, load_spec))
-        except ConfigError as e:
-            fail(f"generators.{i}", str(e))
+    for key, entries in (("generators", suite.generators), ("sources", suite.sources)):
+        for i, g in enumerate(entries):
+            try:
+                check_spec(generator_spec(g, load_spec))
+            except ConfigError as e:
+                fail(f"{key}.{i}", str(e))
     if suite.judge:
         try:
             check_spec(load_spec(suite.judge))
         except (ConfigError, InputError) as e:
             fail("judge", str(e))
-    for i, m in enumerate(suite.methods):
+    try:
+        recipe = load_recipe(suite.student.recipe, **suite.student.overrides)
+    except (ConfigError, InputError) as e:
+        fail("student", str(e))
+    methods = [(f"methods.{i}", m) for i, m in enumerate(suite.methods)] + [
+        (f"sources.{i}.method", s.method) for i, s in enumerate(suite.sources)]
+    for key, m in methods:
         try:
             method = METHODS.get(m.name)(**m.args)
         except ConfigError as e:
-            fail(f"methods.{i}", str(e))
-        if not method.uses_domain:
-            fail(f"methods.{i}", f"{m.name} takes no domain; a suite compares domain methods "
+            fail(key, str(e))
+        if recipe.kind == "dpo" and not method.makes_pairs:
+            fail(key, f"{m.name} makes no preference pairs, and the student recipe "
+                 f"{suite.student.recipe} is DPO: use a pairs method (verified-pairs, "
+                 "preference-pairs, attribute-variants, multi-attribute-edit)")
+        if recipe.kind == "sft" and not method.uses_domain:
+            fail(key, f"{m.name} takes no domain; a suite compares domain methods "
                  "(instance-generation, response-generation, quality-enhancement, ...)")
     for d, dom in suite.domains.items():
         try:
@@ -277,13 +325,6 @@ def check_suite(suite: Suite, where: str = "suite") -> None:
     for judged in ("judge", "issue-bias"):  # metrics that call an LM judge
         if judged in suite.intrinsic and not suite.judge and judged not in suite.intrinsic_config:
             fail("intrinsic", f"the {judged} metric needs a judge LM: set judge: SPEC")
-    try:
-        recipe = load_recipe(suite.student.recipe, **suite.student.overrides)
-    except (ConfigError, InputError) as e:
-        fail("student", str(e))
-    if recipe.kind != "sft":
-        fail("student", f"recipe {suite.student.recipe} is {recipe.kind}; a suite trains SFT "
-             "students on each cell's instances")
     for d in suite.domains:
         for role, b in (("base", suite.base_for(d)), ("reference", suite.reference_for(d))):
             key = f"domains.{d}.{role}" if getattr(suite.domains[d], role) else role
@@ -294,8 +335,19 @@ def check_suite(suite: Suite, where: str = "suite") -> None:
                     check_spec(GeneratorSpec.parse(b.model))
                 except ConfigError as e:
                     fail(key, str(e))
-            if b.kind == "gold" and role == "base":
-                fail(key, "gold is a reference; the base is 'untrained' or {model: SPEC}")
+            if b.kind in ("gold", "pairs") and role == "base":
+                fail(key, f"{b.kind} is a reference; the base is 'untrained' or {{model: SPEC}}")
+            if b.kind == "pairs":
+                if recipe.kind != "dpo":
+                    fail(key, "a pairs reference trains a DPO student: the recipe is SFT")
+                if not b.pairs or not Path(b.pairs).expanduser().is_file():
+                    fail(key, f"no such pairs file: {b.pairs}")
+            if b.kind == "gold" and recipe.kind == "dpo" and role == "reference":
+                from datagen.gold_pairs import check_gold_pairs
+
+                why = check_gold_pairs(d)
+                if why:
+                    fail(key, why)
             if b.kind == "untrained" and role == "reference":
                 fail(key, "the reference must beat the base: use gold or {model: SPEC}")
     for d in suite.domains:

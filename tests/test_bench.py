@@ -54,7 +54,7 @@ def _suite(**over: Any) -> dict[str, Any]:
      "duplicate name"),
     ({"base": "gold"}, "gold is a reference"),
     ({"reference": "untrained"}, "must beat the base"),
-    ({"student": {"recipe": "tiny-llama-dpo"}}, "SFT"),
+    ({"student": {"recipe": "tiny-llama-dpo"}}, "makes no preference pairs"),
     ({"intrinsic": ["judge"]}, "needs a judge LM"),
     ({"intrinsic": ["stats", "issue-bias"]}, "issue-bias metric needs a judge LM"),
     ({"nn": 3}, "nn"),
