@@ -117,6 +117,11 @@ class Recipe(Config):
         "{% generation %} markers")
     beta: float = Field(0.1, gt=0, description="DPO: strength of the KL penalty")
     dpo_loss: str = Field("sigmoid", description="DPO: TRL loss_type")
+    sft_weight: float = Field(
+        0.0, ge=0, description="DPO: weight of an NLL (SFT) loss on the chosen side added to the "
+        "DPO loss (RPO, Pang et al. 2024; Llama 3's DPO). DPO alone only separates the two "
+        "sides, so where they share a format it cannot teach one: a student far from the "
+        "data's format needs this")
     min_pair_weight: float | None = Field(
         None, ge=0, description="DPO: train only on pairs whose weight (the confidence a pair "
         "method records: a rating gap, a reward model's Bradley-Terry probability, a constraint "

@@ -290,7 +290,9 @@ def build_trainer(recipe: Recipe, rows: list[dict[str, Any]], out_dir: Path) -> 
     if recipe.kind == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        dpo_args = DPOConfig(**common, beta=recipe.beta, loss_type=[recipe.dpo_loss])
+        losses = [recipe.dpo_loss] + (["sft"] if recipe.sft_weight else [])
+        dpo_args = DPOConfig(**common, beta=recipe.beta, loss_type=losses,
+                             loss_weights=[1.0, recipe.sft_weight] if recipe.sft_weight else None)
         # The frozen reference: with LoRA, the base with its adapter disabled (TRL's default);
         # otherwise a copy of the starting weights (TRL would reload the model from its path,
         # which a scratch model does not have).
