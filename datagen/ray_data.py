@@ -361,12 +361,20 @@ def _batch_rows(engine: RayDataEngine, requests: Any, todo: list[tuple[str, int]
         import cloudpickle
 
         blob = cloudpickle.dumps(engine.backend)
+    # On a cluster a lost replica is restarted (nodes come and go); on this machine's private
+    # Ray a dead replica means the machine is in trouble (out of memory): the run stops, its
+    # log kept, instead of loading the model again (and Ray's warning about restarting actors
+    # with constructor arguments in the object store stays out of the user's terminal).
+    restarts = {"max_restarts": 0} if cfg.address == "local" else {}
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(
-        BatchAnswerer, fn_constructor_args=(spec, blob), batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=min(cfg.replicas, len(items))),
-        num_cpus=cfg.cpus_per_replica, num_gpus=gpus_per_replica(spec, cfg) or None,
-    )
+    with warnings.catch_warnings():  # max_restarts has no named parameter in Ray 2.60 yet
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+        ds = ds.map_batches(
+            BatchAnswerer, fn_constructor_args=(spec, blob), batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=min(cfg.replicas, len(items))),
+            num_cpus=cfg.cpus_per_replica, num_gpus=gpus_per_replica(spec, cfg) or None,
+            **restarts,
+        )
     for row in _rows(ds, cfg):
         if row["fatal"]:
             raise BackendError(row["fatal"])

@@ -140,6 +140,13 @@ SERVE_BLOCKS = (
     "serves until Ctrl-C; tests/serve runs `datagen serve` on a free port over a workspace it "
     "builds and drives every page with headless Chromium")
 SKIP: dict[str, str] = {
+    "datagen generate -g hf:smollm2 -i prompts.jsonl -n 64 --ray-address local --ray-replicas 2":
+        "starts a local Ray and loads SmolLM2 in two replicas (minutes on 2 cores): the same "
+        "path runs in tests/test_ray_data.py (fake backend; a tiny hf model in the slow test)",
+    "datagen generate -g configs/generators/vllm-ray.yaml -i prompts.jsonl --ray-address auto "
+    "--ray-replicas 4":
+        "needs a Ray cluster with GPUs and vLLM: its processor config and the driver side run "
+        "in tests/test_ray_data.py with Ray Data's processor replaced",
     "datagen pairs agreement RUN":
         "needs labels people gave; the round trip with a scripted person (route, label, "
         "import, agreement, export) is tests/test_pairs_routing.py",
