@@ -22,12 +22,17 @@ decontaminated: it says so in its curation record (``decontaminated: false`` and
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import re
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from pydantic import ValidationError
 
 from datagen_core.errors import ConfigError, DatagenError
@@ -214,3 +219,226 @@ def _turns(messages: list[Any]) -> list[str]:
 
 def _turns_text(messages: list[Any]) -> str:
     return "\n".join(m.content for m in messages if m.role == "user")
+
+
+# -- streaming runs ---------------------------------------------------------------------------
+class StreamCuration:
+    """:func:`curate_outputs` for a run that streams (answers to given prompts), a batch of
+    rows at a time in index order, with the same verdicts, reasons and counts.
+
+    Answer dedup compares only rows with the same (normalised) prompt, so its state is per
+    prompt: the groups of the last few thousand prompts are in memory (the samples of one row
+    are adjacent), older ones are written to a spill file beside the run and read back if their
+    prompt comes again; in memory stays one 16-byte entry per prompt seen. Decontamination
+    checks each row on its own. Seed rows that are evaluation items are dropped as they are
+    read (:meth:`seed_filter`).
+    """
+
+    def __init__(self, cfg: CurationConfig, dec: Decontamination, spill: Path) -> None:
+        self.cfg = cfg
+        self.dec = dec
+        self.dedup = _StreamDedup(cfg, spill) if cfg.dedup else None
+        self.counts = {"input": 0, "kept": 0, "exact": 0, "near": 0, "contaminated": 0}
+        self.contaminated_by: dict[str, int] = (
+            dict.fromkeys(dec.index.names, 0) if dec.index is not None else {})
+        self.seed_drops: dict[str, Any] | None = None
+
+    def curate(self, instances: list[Instance]) -> None:
+        """Curate the next rows (in index order) in place, as :func:`curate_outputs` would."""
+        live = [x for x in instances if x.valid]
+        self.counts["input"] += len(live)
+        if self.dedup is not None:
+            for x in live:
+                why = self.dedup.check(_turns_text(x.messages), "\n".join(
+                    msg.content for msg in x.messages if msg.role != "user"), x.index)
+                if why is not None:
+                    x.valid, x.reject_reason = False, why
+        self.counts["exact"] = self.dedup.counts["exact"] if self.dedup else 0
+        self.counts["near"] = self.dedup.counts["near"] if self.dedup else 0
+        live = [x for x in live if x.valid]
+        if self.dec.index is not None and live:
+            from generators.curation import prompt_text
+
+            found = self.dec.index.check([prompt_text(x) for x in live],
+                                         self.cfg.coverage_threshold)
+            for x, c in zip(live, found):
+                if c is None:
+                    continue
+                self.counts["contaminated"] += 1
+                self.contaminated_by[c.eval_set] = self.contaminated_by.get(c.eval_set, 0) + 1
+                x.meta["contamination"] = {"eval_set": c.eval_set, "item": c.item,
+                                           "coverage": c.coverage}
+                if self.cfg.drop_contaminated:
+                    x.valid, x.reject_reason = False, (
+                        f"contaminated by {c.eval_set} #{c.item} (coverage {c.coverage:.2f})")
+        self.counts["kept"] += sum(x.valid for x in live)
+
+    def report(self) -> dict[str, Any]:
+        """The run's curation record, as :func:`curate_outputs` writes it."""
+        c = self.counts
+        counts = {"input": c["input"], "kept": c["kept"], "exact": c["exact"],
+                  "near": c["near"], "contaminated": c["contaminated"]}
+        out: dict[str, Any] = {"counts": counts, "contaminated_by": self.contaminated_by,
+                               "decontaminated": self.dec.active}
+        cfg, dec = self.cfg, self.dec
+        if dec.skipped:
+            out["skipped"] = dec.skipped
+        elif not cfg.decontaminate:
+            out["skipped"] = "decontamination off (curation: decontaminate: false)"
+        elif not dec.active:
+            out["skipped"] = "no evaluation sets to decontaminate against (curation: eval_sets: [])"
+        if self.seed_drops is not None:
+            out["seeds"] = self.seed_drops
+        return out
+
+    def close(self) -> None:
+        if self.dedup is not None:
+            self.dedup.close()
+
+
+def filter_seed_items(rows: Iterable[dict[str, Any]], columns: dict[str, str] | None,
+                      source: str, cfg: CurationConfig, dec: Decontamination,
+                      report: dict[str, Any], dropped_at: set[int] | None = None
+                      ) -> Iterator[dict[str, Any]]:
+    """:func:`drop_seed_items` lazily, a slice at a time: the kept rows; once they are
+    exhausted, ``report`` holds the counts (left empty when nothing was checked) and
+    ``dropped_at`` the positions of the rows dropped."""
+    index = dec.index
+    if index is None:
+        yield from rows
+        return
+    from generators.methods.seeded import iter_seeds
+
+    seen = dropped = 0
+    by: dict[str, int] = {}
+    for chunk in _chunks(iter(rows), 2048):
+        seeds = list(iter_seeds(chunk, columns, source, need_response=False))
+        found = index.check([s["instruction"] for s in seeds], cfg.coverage_threshold)
+        seen += len(chunk)
+        for k, v in index.summary(found).items():
+            by[k] = by.get(k, 0) + v
+        for j, (row, c) in enumerate(zip(chunk, found)):
+            if c is None:
+                yield row
+            else:
+                if dropped_at is not None:
+                    dropped_at.add(seen - len(chunk) + j)
+                dropped += 1
+    if seen:
+        report.update({"input": seen, "dropped": dropped, "by": {k: v for k, v in by.items() if v}})
+
+
+def _chunks(it: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+class _Group:
+    """The rows so far that answer one prompt: every answer's first row by exact hash, and
+    the answers kept (what a later answer may be a near duplicate of)."""
+
+    __slots__ = ("exact", "kept", "pending")
+
+    def __init__(self) -> None:
+        self.exact: dict[int, int] = {}  # exact hash -> first row index with it
+        self.kept: list[tuple[int, str]] = []  # (row index, answer)
+        self.pending: tuple[int, str] | None = None  # a lone first answer, not yet hashed
+
+    def settle(self) -> None:
+        """Hash the lone first answer (deferred: most prompts never come again)."""
+        if self.pending is not None:
+            from generators.curation.text import text_hash, tokenize
+
+            index, text = self.pending
+            self.pending = None
+            self.exact.setdefault(text_hash(tokenize(text)), index)
+            self.kept.append((index, text))
+
+
+class _StreamDedup:
+    """:func:`_answer_dedup` one row at a time (see :class:`StreamCuration`)."""
+
+    MAX_GROUPS = 8192
+
+    def __init__(self, cfg: CurationConfig, spill: Path) -> None:
+        from generators.compact import U64Map
+
+        self.cfg = cfg.dedup_config()
+        self.recent: OrderedDict[int, _Group] = OrderedDict()
+        self.spilled = U64Map()  # prompt hash -> offset of its group's latest spill record
+        self.spill_path = spill
+        self._spill: Any = None
+        self.counts = {"exact": 0, "near": 0}
+
+    def check(self, prompt: str, answer: str, index: int) -> str | None:
+        """Why row ``index`` is a duplicate of an earlier row (its reason), or None."""
+        import xxhash
+
+        from generators.curation import normalize
+
+        p = xxhash.xxh3_64_intdigest(normalize(prompt).encode())
+        group = self.recent.pop(p, None)
+        if group is None:
+            group = self._load(p)
+        self.recent[p] = group
+        if len(self.recent) > self.MAX_GROUPS:
+            self._evict(*self.recent.popitem(last=False))
+        if group.pending is None and not group.kept:
+            group.pending = (index, answer)  # the prompt's first row: nothing to compare with
+            return None
+        group.settle()
+        return self._against(group, answer, index)
+
+    def _against(self, group: _Group, answer: str, index: int) -> str | None:
+        from generators.curation.dedup import dedup_tokens
+        from generators.curation.text import text_hash, tokenize
+
+        cfg = self.cfg
+        toks = tokenize(answer)
+        h = text_hash(toks)
+        if cfg.exact:
+            first = group.exact.get(h)
+            if first is not None:
+                self.counts["exact"] += 1
+                return f"exact duplicate of #{first}"
+            group.exact[h] = index
+        if cfg.near and group.kept:
+            # the batch rule, replayed on the kept answers and this one: a row's verdict
+            # depends only on the rows kept before it
+            d = dedup_tokens([tokenize(t) for _, t in group.kept] + [toks], [], cfg)
+            if not d.keep[-1]:
+                self.counts["near"] += 1
+                return re.sub(r"#(\d+)", lambda g: f"#{group.kept[int(g.group(1))][0]}",
+                              d.reasons[-1] or "duplicate")
+        group.kept.append((index, answer))
+        return None
+
+    def _load(self, p: int) -> _Group:
+        group = _Group()
+        offset = self.spilled.get(p)
+        if offset is None:
+            return group
+        self._spill.flush()
+        with open(self.spill_path, "rb") as f:
+            f.seek(offset)
+            rec = orjson.loads(f.readline())
+        group.exact = {int(h): i for h, i in rec["exact"]}
+        group.kept = [(i, t) for i, t in rec["kept"]]
+        if rec.get("pending") is not None:
+            group.pending = (rec["pending"][0], rec["pending"][1])
+        return group
+
+    def _evict(self, p: int, group: _Group) -> None:
+        if self._spill is None:
+            self._spill = open(self.spill_path, "wb")  # noqa: SIM115 - closed by close()
+        offset = self._spill.tell()
+        self._spill.write(orjson.dumps({
+            "exact": [[str(h), i] for h, i in group.exact.items()], "kept": group.kept,
+            "pending": group.pending}) + b"\n")
+        self.spilled.set(p, offset)
+
+    def close(self) -> None:
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+        self.spill_path.unlink(missing_ok=True)

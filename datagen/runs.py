@@ -9,9 +9,12 @@ sends nothing. A killed run resumes from its response log.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +28,7 @@ from datagen.run_curation import (
     curate_outputs,
     curation_config,
     drop_seed_items,
+    filter_seed_items,
     prepare,
 )
 from datagen.run_files import write_data, write_pairs
@@ -39,7 +43,7 @@ from datagen_core.records import (
     RunManifest,
 )
 from datagen_core.secrets import redact
-from datagen_core.sources import load_rows
+from datagen_core.sources import load_rows, open_rows
 from datagen_core.workspace import Workspace, run_is_live, run_lock
 from generators.backends.base import check_spec
 from generators.engine import Engine
@@ -47,6 +51,7 @@ from generators.progress import EngineStats
 from generators.specs import load_spec
 
 if TYPE_CHECKING:
+    from datagen.run_stream import RowCounts
     from generators.curation import CurationConfig
 from generators.methods.base import METHODS, MethodContext
 from metrics.store import Store, run_decontaminated
@@ -60,14 +65,38 @@ class RunResult:
     run_id: str
     run_dir: Path
     stats: EngineStats
-    instances: list[Instance]
+    #: every row, valid or not; a streamed run's are read back from the store when first used
+    instances: Sequence[Instance]
     pairs: list[Pair] = field(default_factory=list)
     curation: dict[str, Any] = field(default_factory=dict)  # what curation did, and whether
     # the rows were decontaminated (``decontaminated``; ``skipped`` says why not)
+    counts: RowCounts | None = None  # a streamed run's counts, kept while it wrote
 
     @property
     def valid(self) -> list[Instance]:
         return [x for x in self.instances if x.valid]
+
+    @property
+    def n_valid(self) -> int:
+        return self.counts.valid if self.counts is not None else sum(
+            x.valid for x in self.instances)
+
+    def rejections(self) -> dict[str, int]:
+        """Rejected rows by kind of reason (the reason without the row it points at)."""
+        if self.counts is not None:
+            return dict(self.counts.rejected)
+        out: dict[str, int] = {}
+        for x in self.instances:
+            if not x.valid:
+                kind = re.sub(r"\s*#\d+.*$", "", x.reject_reason or "rejected")
+                out[kind] = out.get(kind, 0) + 1
+        return out
+
+    def head(self, k: int = 2) -> list[Instance]:
+        """The first ``k`` valid rows (without reading a streamed run's rows back)."""
+        if self.counts is not None:
+            return self.counts.head[:k]
+        return [x for x in self.instances if x.valid][:k]
 
     @property
     def data_path(self) -> Path:
@@ -81,7 +110,7 @@ class RunPlan:
     spec: GeneratorSpec
     method: Any
     domain: str | None
-    rows: list[dict[str, Any]]
+    rows: Sequence[dict[str, Any]]  # a streaming method's are lazy (datagen.run_stream.LazyRows)
     source: Any
     uri: str
     run_id: str
@@ -111,7 +140,7 @@ class RunPlan:
                                                             Awaitable[list[GenResponse]]]:
             return record
 
-        ctx = MethodContext(rows=self.rows, source=self.uri, n=self.n, domain=self.domain,
+        ctx = MethodContext(rows=list(self.rows), source=self.uri, n=self.n, domain=self.domain,
                             generate=record, generate_with=record_with)
         await self.method.run(ctx)
         return sent, self.method.dry_run_exact
@@ -143,7 +172,18 @@ def plan_run(
         raise ConfigError(f"method {m.name} takes no --domain")
     uri = source or m.default_source or (f"builtin:{domain}" if m.uses_domain
                                          else DEFAULT_SOURCE)
-    rows, src = load_rows(uri, limit=n if m.n_means == "rows" else None)
+    limit = n if m.n_means == "rows" else None
+    rows: Sequence[dict[str, Any]]
+    if m.streams:  # read while the run goes (datagen.run_stream), not now
+        from datagen.run_stream import LazyRows
+
+        lazy = open_rows(uri, limit)
+        # an unreadable source (binary, corrupt) fails here, before a run exists; a bad row
+        # further on fails the run when it is reached (its answers so far stay cached)
+        lazy.check()
+        rows, src = LazyRows(lazy), lazy.spec
+    else:
+        rows, src = load_rows(uri, limit=limit)
     args: dict[str, Any] = {"generator": spec.semantic(), "method_args": m.non_default_args(),
                             "n": n}
     if domain is not None:
@@ -154,12 +194,29 @@ def plan_run(
     dec = prepare(cur)
     if dec.skipped:  # a run curated without its eval sets is another run than one with them
         args["not_decontaminated"] = True
-    seed_drops = None
-    if m.uses_domain:
-        rows, seed_drops = drop_seed_items(rows, getattr(m.args, "columns", None), uri, cur, dec)
+    seed_drops: dict[str, Any] | None = None
+    if m.uses_domain and m.streams:
+        if dec.index is not None:  # one pass now for the counts; the run skips those rows
+            assert isinstance(rows, LazyRows)
+            report: dict[str, Any] = {}
+            dropped: set[int] = set()
+            for _ in filter_seed_items(rows.source, getattr(m.args, "columns", None), uri, cur,
+                                       dec, report, dropped):
+                pass
+            seed_drops = report or None
+            if dropped:
+                rows.keep = functools.partial(_skip_positions, dropped=frozenset(dropped))
+    elif m.uses_domain:
+        rows, seed_drops = drop_seed_items(list(rows), getattr(m.args, "columns", None), uri,
+                                           cur, dec)
     run_id = fingerprint(src.fingerprint, m.name, m.version, args)
     return RunPlan(spec=spec, method=m, domain=domain, rows=rows, source=src, uri=uri,
                    run_id=run_id, curation=cur, n=n, decontamination=dec, seed_drops=seed_drops)
+
+
+def _skip_positions(rows: Iterable[dict[str, Any]], dropped: frozenset[int]
+                    ) -> Iterator[dict[str, Any]]:
+    return (r for i, r in enumerate(rows) if i not in dropped)
 
 
 async def agenerate(
@@ -251,8 +308,14 @@ async def _run(plan: RunPlan, ws: Workspace, store: Store, run_dir: Path, *,
 async def _execute(manifest: RunManifest, plan: RunPlan, store: Store, run_dir: Path, *,
                    progress: bool | None, backend: Any, backends: dict[str, Any] | None,
                    max_failure_rate: float | None, workspace: Workspace) -> RunResult:
-    spec, m, rows, uri, n, cur, run_id = (plan.spec, plan.method, plan.rows, plan.uri, plan.n,
-                                          plan.curation, plan.run_id)
+    if plan.method.streams and plan.ray is None:  # a Ray Data run answers in its pipeline
+        from datagen.run_stream import execute_streaming
+
+        return await execute_streaming(manifest, plan, store, run_dir, progress=progress,
+                                       backend=backend, max_failure_rate=max_failure_rate)
+    spec, m, uri, n, cur, run_id = (plan.spec, plan.method, plan.uri, plan.n, plan.curation,
+                                    plan.run_id)
+    rows = list(plan.rows)
     domain = plan.domain
     engine: Engine = engine_for(plan.ray)(
         spec, backend=backend, log_path=run_dir / "responses.jsonl", cache=store,
@@ -326,23 +389,29 @@ async def _execute(manifest: RunManifest, plan: RunPlan, store: Store, run_dir: 
 
 def _run_problem(result: RunResult, responses: list[GenResponse],
                  max_failure_rate: float | None) -> str | None:
-    """Why a run that ran to its end is still a failure, or None: no row kept (a script must
-    not go on with an empty dataset), or more failed requests than the user allows."""
-    from collections import Counter
-
+    """:func:`run_problem` of an in-memory run."""
     failed = Counter(r.error.type for r in responses if r.error is not None)
-    n_failed, total = sum(failed.values()), len(responses)
-    why = ", ".join(f"{k} x {v}" for k, v in failed.most_common(3))
+    reasons = Counter(x.reject_reason or "rejected" for x in result.instances if not x.valid)
+    return run_problem(result.run_id, len(result.valid), len(result.pairs), failed,
+                       len(responses), reasons, max_failure_rate)
+
+
+def run_problem(run_id: str, n_valid: int, n_pairs: int, failed: Mapping[str, int], total: int,
+                reasons: Mapping[str, int], max_failure_rate: float | None) -> str | None:
+    """Why a run that ran to its end is still a failure, or None: no row kept (a script must
+    not go on with an empty dataset), or more failed requests than the user allows.
+    ``failed``: failed requests by error type; ``reasons``: rejected rows by reason."""
+    n_failed = sum(failed.values())
+    why = ", ".join(f"{k} x {v}" for k, v in Counter(failed).most_common(3))
     retry = "; run the same command again to retry the failed requests" if n_failed else ""
-    if not result.valid and not result.pairs:
+    if not n_valid and not n_pairs:
         if n_failed:
-            return (f"run {result.run_id} kept no row: {n_failed} of {total} requests failed "
+            return (f"run {run_id} kept no row: {n_failed} of {total} requests failed "
                     f"({why}){retry}")
-        reasons = Counter(x.reject_reason or "rejected" for x in result.instances)
-        top = ", ".join(f"{r} x {k}" for r, k in reasons.most_common(3)) or "no rows"
-        return f"run {result.run_id} kept no row ({top}): see `datagen runs show {result.run_id}`"
+        top = ", ".join(f"{r} x {k}" for r, k in Counter(reasons).most_common(3)) or "no rows"
+        return f"run {run_id} kept no row ({top}): see `datagen runs show {run_id}`"
     if max_failure_rate is not None and total and n_failed / total > max_failure_rate:
-        return (f"run {result.run_id}: {n_failed} of {total} requests failed ({why}), more "
+        return (f"run {run_id}: {n_failed} of {total} requests failed ({why}), more "
                 f"than the allowed {max_failure_rate:.0%}{retry}")
     return None
 

@@ -12,6 +12,7 @@ import gzip
 import logging
 import os
 import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,39 +67,104 @@ def builtin_path(name: str) -> Path:
 
 def load_rows(uri: str, limit: int | None = None) -> tuple[list[dict[str, Any]], SourceSpec]:
     """Rows (dicts) from ``uri`` and a :class:`SourceSpec` recording where they came from."""
+    source = open_rows(uri, limit)
+    rows = list(source)
+    return rows, source.spec.model_copy(update={"rows": len(rows)})
+
+
+class RowSource:
+    """The rows of a source, read lazily: each pass over it reads the source again, a batch
+    at a time, so a run over millions of rows holds only what it is working on.
+
+    ``spec`` has the source's fingerprint (computed without reading the rows into memory);
+    its ``rows`` count is None until a pass has counted them (``count``, after a full pass).
+    """
+
+    def __init__(self, uri: str, spec: SourceSpec, read: Callable[[], Iterator[dict[str, Any]]],
+                 limit: int | None, verify: Callable[[], None] | None = None) -> None:
+        self.uri = uri
+        self.spec = spec
+        self._read = read
+        self._limit = limit
+        self._verify = verify
+        self.count: int | None = None
+
+    def check(self) -> None:
+        """Fail now (one line) on a source that cannot be read: its first row is read, and a
+        compressed file is decompressed to its end (a truncated one fails only there). A bad
+        row further on fails when a pass reaches it."""
+        for _ in self:
+            break
+        if self._verify is not None:
+            try:
+                self._verify()
+            except (OSError, EOFError) as e:
+                raise InputError(f"{self.uri}: cannot read: "
+                                 f"{getattr(e, 'strerror', None) or e}") from None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        n = 0
+        rows = self._read()
+        try:
+            for row in rows:
+                if self._limit is not None and n >= self._limit:
+                    break
+                n += 1
+                yield row
+        except UnicodeDecodeError as e:
+            raise InputError(f"{self.uri}: not UTF-8 text (byte {e.start}); is it a binary "
+                             "file?") from None
+        except (OSError, EOFError) as e:  # unreadable, a corrupt or truncated .gz
+            raise InputError(f"{self.uri}: cannot read: "
+                             f"{getattr(e, 'strerror', None) or e}") from None
+        finally:
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
+        self.count = n
+
+
+def open_rows(uri: str, limit: int | None = None) -> RowSource:
+    """The rows of ``uri`` as a lazy :class:`RowSource` (JSONL, CSV and Parquet are read a
+    line or a batch at a time; HF datasets are memory-mapped Arrow; a .json file is one
+    document and is parsed whole)."""
     if uri.startswith(BUILTIN_PREFIX):
         path = builtin_path(uri[len(BUILTIN_PREFIX):])
-        rows = _read_jsonl(path, limit)
-        return rows, SourceSpec(uri=uri, fingerprint=file_fingerprint(str(path)), rows=len(rows))
+        return RowSource(uri, SourceSpec(uri=uri, fingerprint=file_fingerprint(str(path))),
+                         functools.partial(_iter_jsonl, path), limit)
     if uri.startswith("hf://"):
-        return _load_hub(uri, limit)
+        return _open_hub(uri, limit)
     path = Path(uri).expanduser()
     if not path.exists():
         raise InputError(f"no such file or folder: {uri}")
     if path.is_dir():
-        return _load_local_dataset(path, uri, limit)
+        return _open_local_dataset(path, uri, limit)
     name = path.name.lower()
-    readers = {".jsonl": _read_jsonl, ".jsonl.gz": _read_jsonl, ".ndjson": _read_jsonl,
-               ".json": _read_json, ".parquet": _read_parquet, ".csv": _read_csv}
+    readers: dict[str, Callable[[Path], Iterator[dict[str, Any]]]] = {
+        ".jsonl": _iter_jsonl, ".jsonl.gz": _iter_jsonl, ".ndjson": _iter_jsonl,
+        ".json": _iter_json, ".parquet": _iter_parquet, ".csv": _iter_csv}
     reader = next((r for ext, r in readers.items() if name.endswith(ext)), None)
     if reader is None:
         raise InputError(f"{uri}: unknown file type; use .jsonl, .json, .csv or .parquet")
     try:
-        rows = reader(path, limit)
-    except UnicodeDecodeError as e:
-        raise InputError(f"{uri}: not UTF-8 text (byte {e.start}); is it a binary file?") from None
-    except (OSError, EOFError) as e:  # unreadable, a corrupt or truncated .gz
-        raise InputError(f"{uri}: cannot read: {getattr(e, 'strerror', None) or e}") from None
-    return rows, SourceSpec(uri=uri, fingerprint=file_fingerprint(str(path)), rows=len(rows))
+        fp = file_fingerprint(str(path))
+    except OSError as e:
+        raise InputError(f"{uri}: cannot read: {e.strerror or e}") from None
+    verify = functools.partial(_read_to_end, path) if name.endswith(".gz") else None
+    return RowSource(uri, SourceSpec(uri=uri, fingerprint=fp), functools.partial(reader, path),
+                     limit, verify)
 
 
-def _read_jsonl(path: Path, limit: int | None) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+def _read_to_end(path: Path) -> None:
+    with gzip.open(path, "rb") as f:
+        while f.read(1 << 20):
+            pass
+
+
+def _iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     opener: Any = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
-            if limit is not None and len(rows) >= limit:
-                break
             if not line.strip():
                 continue
             try:
@@ -111,11 +177,10 @@ def _read_jsonl(path: Path, limit: int | None) -> list[dict[str, Any]]:
                 raise InputError(
                     f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
                 )
-            rows.append(row)
-    return rows
+            yield row
 
 
-def _read_json(path: Path, limit: int | None) -> list[dict[str, Any]]:
+def _iter_json(path: Path) -> Iterator[dict[str, Any]]:
     try:
         data = orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as e:
@@ -124,53 +189,55 @@ def _read_json(path: Path, limit: int | None) -> list[dict[str, Any]]:
         data = [data]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise InputError(f"{path}: expected a list of JSON objects")
-    return data[:limit] if limit is not None else data
+    yield from data
 
 
-def _read_parquet(path: Path, limit: int | None) -> list[dict[str, Any]]:
+def _iter_parquet(path: Path) -> Iterator[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        f = pq.ParquetFile(path)
     except Exception as e:
         raise InputError(f"{path}: cannot read as Parquet ({e})") from None
-    if limit is not None:
-        table = table.slice(0, limit)
-    return table.to_pylist()
+    with f:
+        for batch in f.iter_batches(batch_size=_BATCH):
+            yield from batch.to_pylist()
 
 
-def _read_csv(path: Path, limit: int | None) -> list[dict[str, Any]]:
+_BATCH = 2048
+
+
+def _iter_csv(path: Path) -> Iterator[dict[str, Any]]:
     import csv
 
     ragged: list[int] = []
     with open(path, newline="", encoding="utf-8") as f:
-        rows: list[dict[str, Any]] = []
         reader = csv.DictReader(f)
         try:
             for row in reader:
-                if limit is not None and len(rows) >= limit:
-                    break
                 if None in row or None in row.values():  # more, or fewer, fields than the header
                     ragged.append(reader.line_num)
                     row.pop(None, None)
-                rows.append(dict(row))
+                yield dict(row)
         except csv.Error as e:
             raise InputError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
-    if ragged:
-        logging.getLogger("datagen.sources").warning(
-            "%s: %d row(s) do not have the header's %d fields (first at line %d): extra fields "
-            "are dropped, missing ones are empty", path, len(ragged),
-            len(reader.fieldnames or []), ragged[0])
-    return rows
+        finally:
+            if ragged:
+                logging.getLogger("datagen.sources").warning(
+                    "%s: %d row(s) do not have the header's %d fields (first at line %d): "
+                    "extra fields are dropped, missing ones are empty", path, len(ragged),
+                    len(reader.fieldnames or []), ragged[0])
 
 
-def _dataset_rows(ds: Any, limit: int | None) -> list[dict[str, Any]]:
-    if limit is not None:
-        ds = ds.select(range(min(limit, len(ds))))
-    return list(ds.to_list())
+def _iter_dataset(ds: Any) -> Iterator[dict[str, Any]]:
+    """A datasets.Dataset's rows, a batch at a time (its Arrow table is memory-mapped)."""
+    for batch in ds.iter(batch_size=_BATCH):
+        cols = list(batch)
+        for values in zip(*(batch[c] for c in cols)):
+            yield dict(zip(cols, values))
 
 
-def _load_local_dataset(path: Path, uri: str, limit: int | None) -> tuple[list[dict], SourceSpec]:
+def _open_local_dataset(path: Path, uri: str, limit: int | None) -> RowSource:
     """A folder written by ``Dataset.save_to_disk`` (or a DatasetDict's 'train' split)."""
     import datasets
 
@@ -184,9 +251,9 @@ def _load_local_dataset(path: Path, uri: str, limit: int | None) -> tuple[list[d
     if isinstance(ds, datasets.DatasetDict):
         split = "train" if "train" in ds else next(iter(ds))
         ds = ds[split]
-    rows = _dataset_rows(ds, limit)
     fp = stable_hash({"uri": str(path.resolve()), "split": split, "fp": ds._fingerprint})
-    return rows, SourceSpec(uri=uri, fingerprint=fp, rows=len(rows))
+    return RowSource(uri, SourceSpec(uri=uri, fingerprint=fp),
+                     functools.partial(_iter_dataset, ds), limit)
 
 
 def parse_hf_uri(uri: str) -> tuple[str, str | None, str]:
@@ -233,7 +300,7 @@ def check_hub(what: str) -> None:
                          "HF_HUB_OFFLINE=1 to read the datasets cache")
 
 
-def _load_hub(uri: str, limit: int | None) -> tuple[list[dict[str, Any]], SourceSpec]:
+def _open_hub(uri: str, limit: int | None) -> RowSource:
     import datasets
 
     name, config, split = parse_hf_uri(uri)
@@ -246,9 +313,9 @@ def _load_hub(uri: str, limit: int | None) -> tuple[list[dict[str, Any]], Source
             f"cannot load {uri} from the HF Hub ({msg}); check the name, split and network, "
             "or pass a local file"
         ) from None
-    rows = _dataset_rows(ds, limit)
     fp = stable_hash({"uri": uri, "fp": getattr(ds, "_fingerprint", None)})
-    return rows, SourceSpec(uri=uri, fingerprint=fp, rows=len(rows))
+    return RowSource(uri, SourceSpec(uri=uri, fingerprint=fp),
+                     functools.partial(_iter_dataset, ds), limit)
 
 
 def pick_column(rows: list[dict[str, Any]], column: str | None, uri: str,

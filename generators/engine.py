@@ -1,9 +1,12 @@
 """The generation engine: one place for caching, resume, limits, retries, cost and progress.
 
 ``await Engine(spec, log_path=...).generate(requests)`` returns one :class:`GenResponse` per
-request, in input order. Before anything is sent, answers already in the run's log or in the
-workspace cache are reused, so a re-run or a resumed run pays only for what is missing. Every
-new response is appended and flushed to the log as it arrives.
+request, in input order. ``Engine.stream(requests)`` is the same for inputs of any size: it
+takes an (async) iterable, keeps a bounded window of requests in flight and yields
+``(request, response)`` pairs in input order as they complete, so memory does not grow with N.
+Before anything is sent, answers already in the run's log or in the workspace cache are reused,
+so a re-run or a resumed run pays only for what is missing. Every new response is appended and
+flushed to the log as it arrives.
 
 Errors are decided per backend (:meth:`Backend.classify`): rate limits and transient failures are
 retried with exponential backoff that honours ``Retry-After``; an invalid request is recorded and
@@ -15,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -37,7 +40,7 @@ from generators.backends.base import Backend, Reply, create_backend
 from generators.keys import RequestKeys
 from generators.pricing import cost as cost_of
 from generators.progress import EngineStats, ProgressBar
-from generators.response_log import ResponseLog, load_answers
+from generators.response_log import LogIndex, ResponseLog, load_answers
 
 log = logging.getLogger("datagen.engine")
 
@@ -149,6 +152,240 @@ class Engine:
             out.append(r if r.index == i else r.model_copy(update={"index": i}))
         return out
 
+    async def stream(
+        self, requests: Iterable[GenRequest] | AsyncIterable[GenRequest], *,
+        window: int | None = None, total: int | None = None,
+    ) -> AsyncIterator[tuple[GenRequest, GenResponse]]:
+        """``(request, response)`` for each request, in input order, ``response.index`` its
+        position; what :meth:`generate` does, with memory bounded by ``window``.
+
+        Requests are pulled from ``requests`` only while fewer than ``window`` (default 16 x
+        concurrency, at least 4,096) are planned and not yet taken by the caller, so a slow
+        consumer or a slow request holds the producer back instead of filling memory. The log
+        is indexed, not loaded (:class:`LogIndex`); the workspace cache is asked about each
+        slice of requests (half a window) in a thread, ahead of sending. ``total`` only sizes
+        the progress bar. Closing the iterator early cancels what is in flight.
+        """
+        lim = self.spec.limits
+        window = max(window or max(16 * lim.concurrency, 4096), 2)
+        lookahead = max(1, window // 2)
+        key_of = RequestKeys(self.spec)
+        self.stats = stats = EngineStats(total=0)
+        index = LogIndex.build(self.log_path) if self.log_path is not None else None
+        response_log = ResponseLog(self.log_path).open() if self.log_path is not None else None
+        bar = ProgressBar(self.description, total, 0, self.progress)
+        reqs: dict[int, GenRequest] = {}  # planned, not yet handed out
+        slots: dict[int, GenResponse] = {}  # answered, not yet handed out
+        inflight: dict[str, list[int]] = {}  # key -> positions waiting for its answer
+        queue: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue()
+        ready = asyncio.Event()  # a slot filled, planning ended, or a task failed
+        room = asyncio.Event()  # the caller took a response: the window moved
+        failures: list[BaseException] = []
+        tasks: list[asyncio.Task[None]] = []
+        state = {"next": 0, "planned": 0, "done_planning": False, "workers": 0}
+        batched = self.backend.batched
+        n_workers = 1 if batched else lim.concurrency
+
+        def fill(key: str, resp: GenResponse) -> None:
+            for q in inflight.pop(key):
+                slots[q] = resp if resp.index == q else resp.model_copy(update={"index": q})
+            if state["next"] in slots:
+                ready.set()
+
+        def finish(key: str, index_: int, reply: Reply | None, err: ErrorInfo | None,
+                   latency: float, attempts: int) -> None:
+            resp = self._response(key, index_, reply, err, latency, attempts)
+            if response_log is not None:
+                offset = response_log.write(resp)
+                if index is not None and resp.ok:
+                    index.add(key, offset)
+            fill(key, resp)
+            bar.advance(stats)
+
+        async def worker() -> None:
+            clock = _AttemptClock(lim.timeout_s)
+            try:
+                while (item := await queue.get()) is not None:
+                    key, pos = item
+                    t0 = time.perf_counter()
+                    reply, err, attempts = await self._call_one(reqs[pos], clock)
+                    latency = time.perf_counter() - t0
+                    if err is not None and err.kind == "fatal":
+                        raise _Fatal(err)
+                    finish(key, pos, reply, err, latency, attempts)
+            finally:
+                clock.close()
+
+        async def batch_worker() -> None:
+            size = lim.batch_size or self.backend.default_batch_size
+            closed = False
+            while not closed:
+                first = await queue.get()
+                if first is None:
+                    return
+                unit = [first]
+                while len(unit) < size:
+                    try:
+                        item = queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    if item is None:
+                        closed = True
+                        break
+                    unit.append(item)
+                t0 = time.perf_counter()
+                replies, err, attempts = await self._call([reqs[p] for _, p in unit])
+                latency = (time.perf_counter() - t0) / len(unit)
+                if err is not None and err.kind == "fatal":
+                    raise _Fatal(err)
+                for j, (key, pos) in enumerate(unit):
+                    reply = replies[j] if replies else None
+                    if isinstance(reply, BaseException):  # this request alone failed
+                        item_err = self.backend.classify(reply)
+                        if item_err.kind == "fatal":
+                            raise _Fatal(item_err)
+                        finish(key, pos, None, item_err, latency, attempts)
+                    else:
+                        finish(key, pos, reply, err, latency, attempts)
+
+        def watch(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                failures.append(task.exception())  # type: ignore[arg-type]
+                ready.set()
+
+        def spawn(coro: Awaitable[None]) -> None:
+            task = asyncio.ensure_future(coro)
+            task.add_done_callback(watch)
+            tasks.append(task)
+
+        async def send(key: str, pos: int) -> None:
+            if not state["workers"]:
+                await self.start()
+                state["workers"] = n_workers
+                for _ in range(n_workers):
+                    spawn(batch_worker() if batched else worker())
+            queue.put_nowait((key, pos))
+
+        async def plan_slice(chunk: list[GenRequest]) -> None:
+            while state["planned"] + len(chunk) > state["next"] + window:
+                room.clear()
+                await room.wait()
+            keys = [key_of(r) for r in chunk]
+            missing: list[str] = []
+            for r, k in zip(chunk, keys):
+                pos = state["planned"]
+                state["planned"] = pos + 1
+                stats.total += 1
+                reqs[pos] = r
+                waiting = inflight.get(k)
+                if waiting is not None:  # the same request again: one call answers both
+                    waiting.append(pos)
+                    continue
+                inflight[k] = [pos]
+                hit = index.get(k) if index is not None else None
+                if hit is not None:
+                    stats.reused += 1
+                    fill(k, hit)
+                else:
+                    missing.append(k)
+            found: dict[str, GenResponse] = {}
+            if missing and self.cache is not None:
+                found = await asyncio.to_thread(self.cache.get_many, missing)
+            for k in missing:
+                resp = found.get(k)
+                if resp is None:
+                    await send(k, inflight[k][0])
+                    continue
+                # Copy cross-run answers into this run's log so the run is self-contained.
+                resp = resp.model_copy(update={"index": inflight[k][0]})
+                if response_log is not None:
+                    offset = response_log.write(resp)
+                    if index is not None:
+                        index.add(k, offset)
+                stats.reused += 1
+                fill(k, resp)
+
+        async def plan() -> None:
+            chunk: list[GenRequest] = []
+            if isinstance(requests, AsyncIterable):
+                async for r in requests:
+                    chunk.append(r)
+                    if len(chunk) >= lookahead:
+                        await plan_slice(chunk)
+                        chunk = []
+            else:
+                for r in requests:
+                    chunk.append(r)
+                    if len(chunk) >= lookahead:
+                        await plan_slice(chunk)
+                        chunk = []
+            if chunk:
+                await plan_slice(chunk)
+            state["done_planning"] = True
+            for _ in range(state["workers"]):
+                queue.put_nowait(None)
+            ready.set()
+
+        try:
+            with bar:
+                spawn(plan())
+                while True:
+                    nxt = state["next"]
+                    if nxt in slots:
+                        resp = slots.pop(nxt)
+                        state["next"] = nxt + 1
+                        room.set()
+                        yield reqs.pop(nxt), resp
+                        continue
+                    if failures:
+                        first = failures[0]
+                        if isinstance(first, _Fatal):
+                            raise BackendError(first.info.message) from None
+                        raise first
+                    if state["done_planning"] and nxt >= state["planned"]:
+                        break
+                    ready.clear()
+                    await ready.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if response_log is not None:
+                response_log.close()
+            if index is not None:
+                index.close()
+
+    def _response(self, key: str, index: int, reply: Reply | None, err: ErrorInfo | None,
+                  latency: float, attempts: int) -> GenResponse:
+        """The response record for one answered (or failed) request, counted in the stats."""
+        stats = self.stats
+        stats.sent += 1
+        stats.attempts += attempts
+        if reply is not None:
+            usage = {"prompt_tokens": reply.prompt_tokens,
+                     "completion_tokens": reply.completion_tokens}
+            price = self._price
+            c = 0.0 if price is None else cost_of(price, Usage.model_validate(usage),
+                                                  self._compute_s(latency))
+            # model_validate of a dict: the same validated model as GenResponse(**fields),
+            # with the nested Usage built by the validator, for half the cost.
+            resp = GenResponse.model_validate({
+                "key": key, "index": index, "text": reply.text,
+                "finish_reason": reply.finish_reason, "usage": usage, "latency_s": latency,
+                "cost_usd": c, "attempts": attempts, "model": reply.model, "raw": reply.raw,
+                "created_at": time.time(),
+            })
+            stats.ok += 1
+            stats.prompt_tokens += resp.usage.prompt_tokens
+            stats.completion_tokens += resp.usage.completion_tokens
+            stats.cost_usd += c
+            return resp
+        assert err is not None
+        stats.failed += 1
+        stats.errors[err.type] = stats.errors.get(err.type, 0) + 1
+        return GenResponse(key=key, index=index, error=err, latency_s=latency,
+                           attempts=attempts, created_at=time.time())
+
     def _compute_s(self, latency: float) -> float:
         """The machine time one answer used, for per-hour prices. A batched (in-process)
         backend's latency is already the answer's share of its batch's wall time; a server
@@ -177,39 +414,11 @@ class Engine:
 
         def record(key: str, index: int, reply: Reply | None, err: ErrorInfo | None,
                    latency: float, attempts: int) -> None:
-            stats = self.stats
-            stats.sent += 1
-            stats.attempts += attempts
-            if reply is not None:
-                usage = {"prompt_tokens": reply.prompt_tokens,
-                         "completion_tokens": reply.completion_tokens}
-                price = self._price
-                c = 0.0 if price is None else cost_of(price, Usage.model_validate(usage),
-                                                      self._compute_s(latency))
-                # model_validate of a dict: the same validated model as GenResponse(**fields),
-                # with the nested Usage built by the validator, for half the cost.
-                resp = GenResponse.model_validate({
-                    "key": key, "index": index, "text": reply.text,
-                    "finish_reason": reply.finish_reason, "usage": usage, "latency_s": latency,
-                    "cost_usd": c, "attempts": attempts, "model": reply.model, "raw": reply.raw,
-                    "created_at": time.time(),
-                })
-                stats.ok += 1
-                stats.prompt_tokens += resp.usage.prompt_tokens
-                stats.completion_tokens += resp.usage.completion_tokens
-                stats.cost_usd += c
-            else:
-                assert err is not None
-                resp = GenResponse(
-                    key=key, index=index, error=err, latency_s=latency, attempts=attempts,
-                    created_at=time.time(),
-                )
-                stats.failed += 1
-                stats.errors[err.type] = stats.errors.get(err.type, 0) + 1
+            resp = self._response(key, index, reply, err, latency, attempts)
             results[key] = resp
             if response_log is not None:
                 response_log.write(resp)
-            bar.advance(stats)
+            bar.advance(self.stats)
 
         async def batch_worker() -> None:
             for unit in units:

@@ -25,7 +25,8 @@ class EngineStats:
 class ProgressBar:
     """A rich progress bar (rate, ETA, failures, tokens, cost) shown on a terminal only."""
 
-    def __init__(self, description: str, total: int, done: int, enabled: bool | None) -> None:
+    def __init__(self, description: str, total: int | None, done: int,
+                 enabled: bool | None) -> None:
         from rich.console import Console
 
         self._p: Any = None

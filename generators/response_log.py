@@ -18,6 +18,7 @@ import orjson
 from datagen_core.errors import RunLockedError
 from datagen_core.records import ErrorInfo, GenResponse, Usage
 from datagen_core.secrets import redact_bytes
+from generators.compact import U64Map, key64
 
 
 def iter_log(path: Path) -> Iterator[dict[str, Any]]:
@@ -34,6 +35,65 @@ def iter_log(path: Path) -> Iterator[dict[str, Any]]:
                 continue
             if isinstance(rec, dict) and "key" in rec:
                 yield rec
+
+
+class LogIndex:
+    """Where each answered key's last successful record sits in a log (byte offset), for runs
+    that stream: the log is never loaded whole, a record is read back when its key comes up.
+
+    Keys are held as uint64 (:func:`~generators.compact.key64`); a record read back is checked
+    against the full key, so a collision is a miss (the request is sent), never a wrong answer.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._at = U64Map()
+        self._f: IO[bytes] | None = None
+
+    @classmethod
+    def build(cls, path: Path) -> LogIndex:
+        index = cls(path)
+        if not path.exists():
+            return index
+        at = index._at
+        offset = 0
+        with open(path, "rb") as f:
+            for line in f:
+                start, offset = offset, offset + len(line)
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    rec = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if (isinstance(rec, dict) and isinstance(rec.get("key"), str)
+                        and rec.get("error") is None and rec.get("text") is not None):
+                    at.set(key64(rec["key"]), start)
+        return index
+
+    def add(self, key: str, offset: int) -> None:
+        self._at.set(key64(key), offset)
+
+    def get(self, key: str) -> GenResponse | None:
+        """The stored answer for ``key``, or None."""
+        offset = self._at.get(key64(key))
+        if offset is None:
+            return None
+        if self._f is None:
+            self._f = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        self._f.seek(offset)
+        try:
+            rec = orjson.loads(self._f.readline())
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(rec, dict) or rec.get("key") != key:
+            return None
+        return GenResponse.model_validate(rec)
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
 
 
 def load_answers(path: Path) -> dict[str, GenResponse]:
@@ -111,6 +171,8 @@ class ResponseLog:
         self.path = path
         self._f: IO[bytes] | None = None
         self._lock_f: IO[str] | None = None
+        #: bytes in the file: where the next record starts (a streaming run indexes by it)
+        self.offset = 0
 
     def open(self) -> ResponseLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +191,7 @@ class ResponseLog:
         # Unbuffered: each record goes to the file in one write() call as it arrives, which
         # is what a buffered write plus flush() did, minus the copy into the buffer.
         self._f = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        self.offset = self._f.seek(0, os.SEEK_END)
         return self
 
     def _repair_tail(self) -> None:
@@ -143,14 +206,18 @@ class ResponseLog:
             data = f.read()
             f.truncate(data.rfind(b"\n") + 1)
 
-    def write(self, response: GenResponse) -> None:
+    def write(self, response: GenResponse) -> int:
+        """Append one record; returns the offset it starts at."""
         f = self._f
         assert f is not None, "log not open"
         data = redact_bytes(dump_line(response)) + b"\n"
+        start = self.offset
+        self.offset += len(data)
         n = f.write(data)
         while n is not None and n < len(data):  # a short write (rare): write the rest
             data = data[n:]
             n = f.write(data)
+        return start
 
     def close(self) -> None:
         if self._f is not None:

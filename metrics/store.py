@@ -233,27 +233,7 @@ class Store:
         """Replace the run's request rows with ``responses`` (one per request index);
         ``prompts[i]``, when given, is the chat messages request i sent (shown beside the rows
         it produced)."""
-        import pyarrow as pa
-
-        cols: dict[str, list[Any]] = {c: [] for c in _REQUEST_COLUMNS}
-        for i, r in enumerate(responses):
-            sent = prompts[i] if i < len(prompts) else None
-            err = r.error
-            vals = (
-                run_id, i, r.key, "ok" if r.ok else "error",
-                err.kind if err else None, err.type if err else None,
-                redact(err.message) if err else None, err.status if err else None,
-                r.usage.prompt_tokens, r.usage.completion_tokens, r.latency_s, r.cost_usd,
-                r.attempts, r.finish_reason, r.model, redact(r.text) if r.text else r.text,
-                # the same redactor as the response log: a gateway may echo request headers
-                redact(orjson.dumps(r.raw).decode()) if r.raw is not None else None,
-                r.created_at,
-                None if sent is None else redact(orjson.dumps([m.model_dump() for m in sent])
-                                                 .decode()),
-            )
-            for c, v in zip(_REQUEST_COLUMNS, vals):
-                cols[c].append(v)
-        table = pa.table(cols)
+        table = _request_table(run_id, responses, prompts, 0)
         with self.connect() as con:
             con.register("incoming", table)
             con.execute("BEGIN TRANSACTION")
@@ -263,6 +243,42 @@ class Store:
                 f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM incoming"
             )
             con.execute("COMMIT")
+
+    # -- streaming runs: rows written in batches while the run goes on --------------------------
+    def clear_run_rows(self, run_id: str) -> None:
+        """Drop a run's request, instance and pair rows: a streaming run starts from none, so
+        a resumed run that re-adds every row holds each exactly once."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            for table in ("requests", "instances", "pairs"):
+                con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            con.execute("COMMIT")
+
+    def append_rows(self, run_id: str, start: int, responses: Sequence[GenResponse],
+                    prompts: Sequence[Sequence[Message] | None],
+                    instances: Sequence[Instance]) -> None:
+        """Add one batch of a streaming run: request rows ``start``, ``start + 1``, ... and
+        their instances, in one transaction (Arrow tables: one insert per table)."""
+        requests = _request_table(run_id, responses, prompts, start)
+        rows = _instance_table(run_id, instances)
+        with self.connect() as con:
+            con.register("incoming_requests", requests)
+            con.register("incoming_instances", rows)
+            con.execute("BEGIN TRANSACTION")
+            con.execute(
+                f"INSERT INTO requests ({', '.join(_REQUEST_COLUMNS)}) "
+                f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM incoming_requests"
+            )
+            con.execute("INSERT INTO instances SELECT * FROM incoming_instances")
+            con.execute("COMMIT")
+
+    def has_answers(self) -> bool:
+        """Whether any run stored a successful answer (else the cache need not be asked)."""
+        if not self.path.exists():
+            return False
+        with self.connect() as con:
+            return con.execute(
+                "SELECT 1 FROM requests WHERE status = 'ok' LIMIT 1").fetchone() is not None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, GenResponse]:
         """Successful answers stored by any run, by request key (the engine's cache)."""
@@ -294,18 +310,7 @@ class Store:
 
     # -- instances ---------------------------------------------------------------------------
     def write_instances(self, run_id: str, instances: Sequence[Instance]) -> None:
-        import pyarrow as pa
-
-        table = pa.table({
-            "run_id": [run_id] * len(instances),
-            "idx": [x.index for x in instances],
-            "instance_id": [x.instance_id for x in instances],
-            "messages": [orjson.dumps([m.model_dump() for m in x.messages]).decode()
-                         for x in instances],
-            "valid": [x.valid for x in instances],
-            "reject_reason": [x.reject_reason for x in instances],
-            "meta": [orjson.dumps(x.meta).decode() for x in instances],
-        })
+        table = _instance_table(run_id, instances)
         with self.connect() as con:
             con.register("incoming", table)
             con.execute("BEGIN TRANSACTION")
@@ -349,6 +354,46 @@ class Store:
                      attribute=r["attribute"], margin=r["margin"], weight=r["weight"],
                      evidence=orjson.loads(r["evidence"]), meta=orjson.loads(r["meta"]))
                 for r in rows]
+
+
+def _request_table(run_id: str, responses: Sequence[GenResponse],
+                   prompts: Sequence[Sequence[Message] | None], start: int) -> Any:
+    import pyarrow as pa
+
+    cols: dict[str, list[Any]] = {c: [] for c in _REQUEST_COLUMNS}
+    for i, r in enumerate(responses):
+        sent = prompts[i] if i < len(prompts) else None
+        err = r.error
+        vals = (
+            run_id, start + i, r.key, "ok" if r.ok else "error",
+            err.kind if err else None, err.type if err else None,
+            redact(err.message) if err else None, err.status if err else None,
+            r.usage.prompt_tokens, r.usage.completion_tokens, r.latency_s, r.cost_usd,
+            r.attempts, r.finish_reason, r.model, redact(r.text) if r.text else r.text,
+            # the same redactor as the response log: a gateway may echo request headers
+            redact(orjson.dumps(r.raw).decode()) if r.raw is not None else None,
+            r.created_at,
+            None if sent is None else redact(orjson.dumps([m.model_dump() for m in sent])
+                                             .decode()),
+        )
+        for c, v in zip(_REQUEST_COLUMNS, vals):
+            cols[c].append(v)
+    return pa.table(cols)
+
+
+def _instance_table(run_id: str, instances: Sequence[Instance]) -> Any:
+    import pyarrow as pa
+
+    return pa.table({
+        "run_id": [run_id] * len(instances),
+        "idx": [x.index for x in instances],
+        "instance_id": [x.instance_id for x in instances],
+        "messages": [orjson.dumps([m.model_dump() for m in x.messages]).decode()
+                     for x in instances],
+        "valid": [x.valid for x in instances],
+        "reject_reason": [x.reject_reason for x in instances],
+        "meta": [orjson.dumps(x.meta).decode() for x in instances],
+    })
 
 
 _REQUEST_COLUMNS = (

@@ -3,7 +3,6 @@ write one out. Thin functions over :mod:`datagen.api`."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -113,25 +112,19 @@ def generate(
 def _summary(result: Any) -> None:
     """What a run did, on stderr: counts, where the data is, two sample rows, rejections."""
     s = result.stats
-    valid = len(result.valid)
     err.print(styled(
         "run ", (result.run_id, "bold"), f": {s.total} requests ({s.reused} reused, {s.sent} sent, "
-        f"{s.failed} failed), {valid}/{len(result.instances)} rows kept, "
+        f"{s.failed} failed), {result.n_valid}/{len(result.instances)} rows kept, "
         f"{s.prompt_tokens + s.completion_tokens} new tokens, ${s.cost_usd:.4f}"
     ))
     err.print(f"data: {result.data_path}")
     if result.pairs:
         err.print(f"pairs: {len(result.pairs)} preference pairs in {result.run_dir / 'pairs.jsonl'}"
                   f" (export with `datagen pairs export {result.run_id[:8]} -o pairs.jsonl`)")
-    for x in result.valid[:2]:
+    for x in result.head(2):
         answer = x.messages[-1].content.replace("\n", " ")
         err.print(styled("  ", (x.messages[0].content[:60], "dim"), f" -> {answer[:100]}"))
-    reasons: dict[str, int] = {}
-    for x in result.instances:
-        if x.reject_reason:
-            kind = re.sub(r"\s*#\d+.*$", "", x.reject_reason)
-            reasons[kind] = reasons.get(kind, 0) + 1
-    for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]:
+    for reason, count in sorted(result.rejections().items(), key=lambda kv: -kv[1])[:5]:
         err.print(f"  rejected {count} x {reason}")
     cur = getattr(result, "curation", None) or {}
     if cur and not cur.get("decontaminated"):

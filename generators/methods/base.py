@@ -16,7 +16,7 @@ rounds and pays only for what is missing.
 from __future__ import annotations
 
 from abc import ABC
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -93,6 +93,11 @@ class Method(ABC):
     #: whether a dry run (every answer missing) sees every request; False when later rounds
     #: depend on answers (judging, editing), so a dry run's count is a lower bound
     dry_run_exact: ClassVar[bool] = True
+    #: whether a run can stream (:meth:`iter_requests`, then :meth:`parse` per response, and
+    #: nothing that needs all rows at once): such runs read rows lazily and write as they go,
+    #: in memory that does not grow with the input. Methods with rounds over earlier outputs
+    #: (instance generation, judging, editing) run in memory.
+    streams: ClassVar[bool] = False
 
     def __init__(self, **args: Any) -> None:
         try:
@@ -106,6 +111,11 @@ class Method(ABC):
     def requests(self, ctx: MethodContext) -> list[GenRequest]:
         """One request per record to produce; ``meta`` carries what parse needs."""
         raise NotImplementedError(f"{self.name} implements neither requests() nor run()")
+
+    def iter_requests(self, rows: Iterable[dict[str, Any]], ctx: MethodContext
+                      ) -> Iterator[GenRequest]:
+        """:meth:`requests` one row at a time, for streaming runs (``streams``)."""
+        raise NotImplementedError(f"{self.name} does not stream; it runs in memory")
 
     def parse(self, index: int, request: GenRequest, response: GenResponse,
               ctx: MethodContext) -> Instance:

@@ -7,6 +7,8 @@ Failed requests and truncated answers are kept as rejected rows with their reaso
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pydantic import Field
@@ -31,21 +33,28 @@ class PromptMethod(Method):
     Args = PromptArgs
     args: PromptArgs
 
+    streams = True
+
     def requests(self, ctx: MethodContext) -> list[GenRequest]:
-        rows, source = ctx.rows, ctx.source
-        if rows and self.args.column is None and "messages" in rows[0]:
+        return list(self.iter_requests(ctx.rows, ctx))
+
+    def iter_requests(self, rows: Iterable[dict[str, Any]], ctx: MethodContext
+                      ) -> Iterator[GenRequest]:
+        source = ctx.source
+        it = iter(rows)
+        first = next(it, None)
+        if first is not None and self.args.column is None and "messages" in first:
             column = "messages"
-        else:
-            column = pick_column(rows, self.args.column, source)
-        out: list[GenRequest] = []
-        for i, row in enumerate(rows):
+        else:  # the first row names the columns (no rows: one clear error)
+            column = pick_column([first] if first is not None else [], self.args.column, source)
+        if first is None:
+            return
+        for i, row in enumerate(itertools.chain([first], it)):
             value = row.get(column)
             messages = self._messages(value, column, i, source)
             row_id = str(row.get("id", i))
             for s in range(self.args.samples):
-                out.append(GenRequest(messages=messages, sample=s,
-                                      meta={"row": i, "row_id": row_id}))
-        return out
+                yield GenRequest(messages=messages, sample=s, meta={"row": i, "row_id": row_id})
 
     def _messages(self, value: Any, column: str, i: int, source: str) -> list[Message]:
         msgs: list[Message] = []

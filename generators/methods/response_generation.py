@@ -3,6 +3,9 @@ domain's validator and, with ``verify``, against the seed itself (rejection samp
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from typing import Any
+
 from pydantic import Field
 
 from datagen_core.records import GenRequest, GenResponse, Instance, Message
@@ -11,9 +14,9 @@ from generators.methods.base import MethodContext, response_problem
 from generators.methods.seeded import (
     SeededArgs,
     SeededMethod,
+    iter_seeds,
     make_instance,
     prompt_template,
-    seed_rows,
 )
 
 
@@ -41,13 +44,17 @@ class ResponseGeneration(SeededMethod):
     Args = ResponseGenerationArgs
     args: ResponseGenerationArgs
 
+    streams = True
+
     def requests(self, ctx: MethodContext) -> list[GenRequest]:
+        return list(self.iter_requests(ctx.rows, ctx))
+
+    def iter_requests(self, rows: Iterable[dict[str, Any]], ctx: MethodContext
+                      ) -> Iterator[GenRequest]:
         tpl = prompt_template(self.name, self.domain_name(ctx))
-        seeds = seed_rows(ctx.rows, self.args.columns, ctx.source, need_response=False)
-        return [GenRequest(messages=[Message(role="user",
-                                             content=tpl.substitute(instruction=s["instruction"]))],
-                           meta={"seed": s})
-                for s in seeds]
+        for s in iter_seeds(rows, self.args.columns, ctx.source, need_response=False):
+            yield GenRequest(messages=[Message(role="user", content=tpl.substitute(
+                instruction=s["instruction"]))], meta={"seed": s})
 
     def parse(self, index: int, request: GenRequest, response: GenResponse,
               ctx: MethodContext) -> Instance:

@@ -13,6 +13,8 @@ found on their own.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Iterator
 from importlib import resources
 from string import Template
 from typing import Any
@@ -49,16 +51,24 @@ def themes(domain: str) -> list[str]:
 def seed_rows(rows: list[dict[str, Any]], columns: dict[str, str] | None, source: str,
               need_response: bool) -> list[dict[str, Any]]:
     """Rows as {"id", "instruction", "response"?, "tests"?} using the column map or guesses."""
-    chosen = map_columns(rows, columns, _COLUMN_GUESSES, source)
-    cols = list(rows[0])
+    return list(iter_seeds(rows, columns, source, need_response))
+
+
+def iter_seeds(rows: Iterable[dict[str, Any]], columns: dict[str, str] | None, source: str,
+               need_response: bool) -> Iterator[dict[str, Any]]:
+    """:func:`seed_rows` lazily; the first row names the columns."""
+    it = iter(rows)
+    first = next(it, None)
+    chosen = map_columns([first] if first is not None else [], columns, _COLUMN_GUESSES, source)
+    assert first is not None  # map_columns refuses no rows
+    cols = list(first)
     if "instruction" not in chosen:
         raise InputError(f"{source}: no instruction column; map one with --columns "
                          f"instruction=NAME (columns: {', '.join(cols)})")
     if need_response and "response" not in chosen:
         raise InputError(f"{source}: this method needs responses; map one with --columns "
                          f"response=NAME (columns: {', '.join(cols)})")
-    out = []
-    for i, row in enumerate(rows):
+    for i, row in enumerate(itertools.chain([first], it)):
         seed: dict[str, Any] = {"id": str(row.get("id", row.get("task_id", i))),
                 "instruction": str(row[chosen["instruction"]])}
         if "response" in chosen and row.get(chosen["response"]) is not None:
@@ -69,8 +79,7 @@ def seed_rows(rows: list[dict[str, Any]], columns: dict[str, str] | None, source
         for key in _VERIFY_FIELDS:
             if key in row and row[key] is not None and chosen.get("response") != key:
                 seed[key] = row[key]
-        out.append(seed)
-    return out
+        yield seed
 
 
 class SeededArgs(MethodArgs):
