@@ -115,6 +115,11 @@ def ray_data_config(value: RayData | dict[str, Any] | str | None,
                           "a Ray Data run connects as a driver: ray://HEAD:10001, or auto on a "
                           "machine of the cluster")
     if spec is not None:
+        from generators.backends.batch import BatchBackend
+
+        if issubclass(check_spec(spec), BatchBackend):
+            raise ConfigError(f"{spec.label} is a provider's batch API: it runs at the provider "
+                              "and resumes from this run's folder; drop --ray-address")
         uses_llm_processor(spec, cfg)
     return cfg
 

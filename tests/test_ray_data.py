@@ -77,6 +77,8 @@ def test_settings_are_checked_before_a_run_exists(prompts: Path) -> None:
         ray_data_config("http://head:8265")
     with pytest.raises(ConfigError, match="not a vllm"):
         api.generate("fake", str(prompts), ray={"llm_processor": True})
+    with pytest.raises(ConfigError, match="batch API"):
+        api.generate("openai-batch:gpt-4o-mini", str(prompts), ray="local")
     assert api.list_runs() == []
     r = runner.invoke(app, ["generate", "-g", "fake", "-i", str(prompts), "--ray-replicas", "2"])
     assert isinstance(r.exception, ConfigError)
@@ -197,8 +199,10 @@ def test_a_failed_ray_run_resumes_without_resending(local_ray: None, prompts: Pa
     assert run["status"] == "failed"
     answered = _log_keys(ws / "runs" / run["run_id"])
     assert len(answered) == 6  # two batches of 3, written as they came back
+    # slices of 4: the log index answers across slices, each slice's rest is one pipeline
     result = api.generate(spec, str(prompts), workspace=ws, progress=False,
-                          backend=FailsAfter(spec, ok=99), ray="local")
+                          backend=FailsAfter(spec, ok=99),
+                          ray={"address": "local", "slice_size": 4})
     assert result.stats.reused == 6 and result.stats.sent == len(PROMPTS) - 6
     keys = _log_keys(result.run_dir)
     assert len(keys) == len(set(keys)) == len(PROMPTS)  # every request answered exactly once
