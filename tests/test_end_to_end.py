@@ -112,3 +112,31 @@ def test_quickstart_bench_ranks_the_generators_and_a_rerun_reuses_every_step(tmp
                            "ORDER BY generator").fetchall()
     assert [r[0] for r in rows] == ["smollm2-t0.2", "smollm2-t1.0"]
     assert all(lo <= p <= hi for _, p, lo, hi in rows)
+
+
+@pytest.mark.timeout(1800)  # about 15 minutes on a 2-core machine, more when it is shared
+def test_pairs_quickstart_ranks_the_verified_pair_source_above_its_unverified_control(tmp_path):
+    """README's preference quickstart: two pair sources from the same SmolLM2 answers, compared
+    by DPO students. Calibration: labels checked by the verifier must beat random labels."""
+    import re
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from datagen.cli import app
+
+    suite_path = (Path(__file__).resolve().parents[1] / "configs" / "bench"
+                  / "pairs-quickstart.yaml")
+    ws = tmp_path / "bench"
+    res = CliRunner().invoke(app, ["-q", "-w", str(ws), "bench", str(suite_path)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    for name in ("verified", "unverified"):
+        assert re.search(rf"{name} † -?\d+\.\d \[-?\d+\.\d, -?\d+\.\d\]", text), text
+    with duckdb.connect(str(ws / "datagen.duckdb"), read_only=True) as con:
+        rows = dict(con.execute("SELECT generator, pgr FROM pgr WHERE task = '*'").fetchall())
+        runs = {g: (n, reused) for g, n, reused in con.execute(
+            "SELECT generator, n_requests, n_reused FROM runs").fetchall()}
+    assert rows["verified"] > rows["unverified"], rows
+    # both sources pair the same 128 x 4 answers: generated once, reused by the second
+    assert runs == {"verified": (512, 0), "unverified": (512, 512)}, runs
