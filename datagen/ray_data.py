@@ -158,6 +158,18 @@ def gpus_per_replica(spec: GeneratorSpec, cfg: RayData) -> float:
     return 0.0
 
 
+def check_fits(spec: GeneratorSpec, cfg: RayData, have: dict[str, float]) -> None:
+    """Fail at once, not wait forever, when one replica needs more than the Ray has."""
+    gpus = float(_parallel_size(spec)) if uses_llm_processor(spec, cfg) else gpus_per_replica(
+        spec, cfg)
+    for name, want, key in (("CPUs", cfg.cpus_per_replica, "CPU"), ("GPUs", gpus, "GPU")):
+        if want > have.get(key, 0.0):
+            raise ConfigError(
+                f"a replica of {spec.label} needs {want:g} {name}; this machine's Ray has "
+                f"{have.get(key, 0.0):g}: give --ray-address of a cluster that has them, or "
+                "lower the request (options.device, tensor_parallel_size, gpus_per_replica)")
+
+
 # -- the engine ----------------------------------------------------------------------------------
 class RayDataEngine(Engine):
     """An engine that answers through a Ray Data pipeline; see the module docstring.
@@ -250,7 +262,9 @@ class RayDataEngine(Engine):
                     results: dict[str, GenResponse], response_log: ResponseLog | None,
                     index: LogIndex | None = None) -> None:
         bar = ProgressBar(self.description, len(results) + len(todo), len(results), self.progress)
-        self._ray()
+        ray = self._ray()
+        if self.ray.address == "local":  # no autoscaler: what is missing now never comes
+            check_fits(self.spec, self.ray, ray.cluster_resources())
         _quiet_ray_data()
         with bar:
             if uses_llm_processor(self.spec, self.ray):

@@ -26,6 +26,7 @@ from datagen.cli import app
 from datagen.ray_data import (
     RayData,
     batch_size_for,
+    check_fits,
     gpus_per_replica,
     llm_processor_config,
     llm_sampling,
@@ -105,6 +106,11 @@ def test_batches_and_resources_follow_the_spec() -> None:
     assert batch_size_for(vllm, cfg) == 256  # not vLLM's whole-run batch: replicas share work
     assert gpus_per_replica(vllm, cfg) == 4
     assert gpus_per_replica(vllm, RayData(gpus_per_replica=0.5)) == 0.5
+    check_fits(hf, cfg, {"CPU": 2.0})
+    with pytest.raises(ConfigError, match="needs 1 GPUs; this machine's Ray has 0"):
+        check_fits(hf_gpu, cfg, {"CPU": 2.0})
+    with pytest.raises(ConfigError, match="needs 4 GPUs; this machine's Ray has 2"):
+        check_fits(vllm, cfg, {"CPU": 16.0, "GPU": 2.0})
 
 
 def test_the_vllm_processor_config_carries_replicas_and_parallelism() -> None:
@@ -239,6 +245,9 @@ def test_vllm_specs_go_through_the_llm_processor(local_ray: None, prompts: Path,
         return apply
 
     monkeypatch.setattr(ray.data.llm, "build_processor", build_processor)
+    import datagen.ray_data as rd
+
+    monkeypatch.setattr(rd, "check_fits", lambda *a: None)  # the 2 GPUs asked for are faked too
     spec = GeneratorSpec.parse("vllm:some/model", options={"tensor_parallel_size": 2},
                                sampling=SamplingParams(max_tokens=50, temperature=0))
     ray_cfg = {"address": "local", "replicas": 2}
