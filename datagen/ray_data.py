@@ -7,7 +7,8 @@ resume rule. :class:`RayDataEngine` is an :class:`~generators.engine.Engine` who
 is a pipeline: the engine first drops what the run's log and the workspace cache already answer
 (those are never sent again), then the missing requests go through Ray Data and every answer is
 appended to the response log on this process as it comes back, so a killed Ray run resumes like
-a killed plain one.
+a killed plain one. A streaming run (:meth:`Engine.stream`) is sent in slices of ``slice_size``
+requests, one pipeline each, so this process holds one slice at a time.
 
 Two pipelines:
 
@@ -36,7 +37,7 @@ import time
 import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -54,10 +55,7 @@ from generators.backends.base import Backend, check_spec
 from generators.engine import Engine
 from generators.keys import RequestKeys
 from generators.progress import EngineStats, ProgressBar
-from generators.response_log import ResponseLog
-
-if TYPE_CHECKING:
-    from generators.response_log import LogIndex
+from generators.response_log import LogIndex, ResponseLog
 
 log = logging.getLogger("datagen.ray_data")
 
@@ -185,7 +183,6 @@ class RayDataEngine(Engine):
         self.ray = ray
         self._injected = backend is not None
         self._session: contextlib.ExitStack | None = None
-        self.batches_done = 0  # batches (or rows, for the LLM processor) answered on Ray
 
     async def start(self) -> None:
         """The backend starts in the replicas, not here; only its price is needed here."""
@@ -214,8 +211,6 @@ class RayDataEngine(Engine):
         bounded by ``ray.slice_size`` requests (``window`` is the in-process engine's and does
         not apply). Each slice's answers are looked up in the log index and the cache first;
         only the rest goes through one pipeline, written to the log as it comes back."""
-        from generators.response_log import LogIndex  # the streaming engine's log index
-
         key_of = RequestKeys(self.spec)
         self.stats = stats = EngineStats()
         log_path = self.log_path
@@ -401,7 +396,6 @@ def _batch_rows(engine: RayDataEngine, requests: Any, todo: list[tuple[str, int]
         answers = orjson.loads(row["responses"])
         if len(answers) != len(unit):
             raise BackendError(f"Ray replica answered {len(answers)} of {len(unit)} requests")
-        engine.batches_done += 1
         for (key, index), a in zip(unit, answers, strict=True):
             if a["key"] != key:  # the replica's spec hashes differently: a bug, never a guess
                 raise BackendError(f"Ray replica keyed a request {a['key']}, expected {key}")
@@ -468,7 +462,6 @@ def _llm_rows(engine: RayDataEngine, requests: Any, todo: list[tuple[str, int]]
     from generators.pricing import cost as cost_of
 
     for row in _rows(ds, cfg):
-        engine.batches_done += 1
         error = row.get("__inference_error__") or ""
         if error:
             yield GenResponse(key=row["key"], index=int(row["index"]), created_at=time.time(),

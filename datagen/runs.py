@@ -308,7 +308,7 @@ async def _run(plan: RunPlan, ws: Workspace, store: Store, run_dir: Path, *,
 async def _execute(manifest: RunManifest, plan: RunPlan, store: Store, run_dir: Path, *,
                    progress: bool | None, backend: Any, backends: dict[str, Any] | None,
                    max_failure_rate: float | None, workspace: Workspace) -> RunResult:
-    if plan.method.streams and plan.ray is None:  # a Ray Data run answers in its pipeline
+    if plan.method.streams:  # a Ray Data run too: RayDataEngine.stream sends it in slices
         from datagen.run_stream import execute_streaming
 
         return await execute_streaming(manifest, plan, store, run_dir, progress=progress,

@@ -195,7 +195,10 @@ class FailsAfter(FakeBackend):
 
 
 def test_a_failed_ray_run_resumes_without_resending(local_ray: None, prompts: Path,
-                                                    tmp_path: Path) -> None:
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import datagen.ray_data as rd
+
     spec = GeneratorSpec.parse("fake", limits={"batch_size": 3})
     ws = tmp_path / "ws"
     with pytest.raises(BackendError, match="replica lost after 2 batches"):
@@ -206,9 +209,18 @@ def test_a_failed_ray_run_resumes_without_resending(local_ray: None, prompts: Pa
     answered = _log_keys(ws / "runs" / run["run_id"])
     assert len(answered) == 6  # two batches of 3, written as they came back
     # slices of 4: the log index answers across slices, each slice's rest is one pipeline
+    pipelines: list[int] = []
+    real = rd._batch_rows
+
+    def counted(*args: Any) -> Iterator[Any]:
+        pipelines.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(rd, "_batch_rows", counted)
     result = api.generate(spec, str(prompts), workspace=ws, progress=False,
                           backend=FailsAfter(spec, ok=99),
                           ray={"address": "local", "slice_size": 4})
+    assert len(pipelines) >= 2  # the streaming path: more than one slice went through Ray
     assert result.stats.reused == 6 and result.stats.sent == len(PROMPTS) - 6
     keys = _log_keys(result.run_dir)
     assert len(keys) == len(set(keys)) == len(PROMPTS)  # every request answered exactly once
