@@ -310,3 +310,49 @@ def test_an_hf_ray_run_is_the_plain_run(local_ray: None, prompts: Path, tmp_path
     assert len({a[0] for a in answers("plain").values()}) > 5  # distinct: order is observable
     assert ((tmp_path / "ray" / "runs" / plain.run_id / "rejected.jsonl").read_bytes()
             == (plain.run_dir / "rejected.jsonl").read_bytes())
+
+
+@pytest.mark.slow
+def test_a_killed_ray_run_resumes_without_resending(local_ray: None, tmp_path: Path,
+                                                     cli_env: dict[str, str]) -> None:
+    """SIGKILL a `datagen generate --ray-address local` mid-way: what its log holds is never
+    sent again, and every request ends up answered exactly once."""
+    import os
+    import signal
+    import time
+
+    from generators.response_log import iter_log
+
+    prompts = tmp_path / "many.jsonl"
+    prompts.write_bytes(b"".join(orjson.dumps({"prompt": f"slow question {i}"}) + b"\n"
+                                 for i in range(40)))
+    gen = tmp_path / "slow-fake.yaml"  # 4 prompts a batch, 0.3 s each, one at a time
+    gen.write_text("spec: fake\nlimits: {concurrency: 1, batch_size: 4}\n"
+                   "options: {delay_s: 0.3}\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "datagen.cli", "-q", "generate", "-g", str(gen), "-i",
+         str(prompts), "--no-decontaminate", "--ray-address", "local"],
+        env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    ws = Path(cli_env["DATAGEN_WORKSPACE"])
+    deadline = time.monotonic() + 180
+    logged: list[dict[str, Any]] = []
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            logs = list(ws.glob("runs/*/responses.jsonl"))
+            logged = list(iter_log(logs[0])) if logs else []
+            if len(logged) >= 8:
+                break
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert 8 <= len(logged) < 40, f"killed after {len(logged)} answers"
+    [log_path] = ws.glob("runs/*/responses.jsonl")
+    before = {r["key"] for r in iter_log(log_path)}
+    result = api.generate(str(gen), str(prompts), workspace=ws, progress=False,
+                          curation={"decontaminate": False}, ray="local")
+    assert result.run_id == log_path.parent.name
+    assert result.stats.reused == len(before) and result.stats.sent == 40 - len(before)
+    keys = [r["key"] for r in iter_log(log_path)]
+    assert len(keys) == len(set(keys)) == 40
