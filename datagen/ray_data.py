@@ -123,6 +123,8 @@ def ray_data_config(value: RayData | dict[str, Any] | str | None,
 
 
 def uses_llm_processor(spec: GeneratorSpec, cfg: RayData) -> bool:
+    """Whether vLLM runs through Ray Data's processor (its replicas, parallelism and placement
+    groups are Ray's, better kept than ours) rather than as a backend in map_batches."""
     if cfg.llm_processor is None:
         return spec.provider == "vllm"
     if cfg.llm_processor and spec.provider != "vllm":
@@ -147,6 +149,8 @@ def _parallel_size(spec: GeneratorSpec) -> int:
 
 
 def gpus_per_replica(spec: GeneratorSpec, cfg: RayData) -> float:
+    """GPUs a map_batches replica reserves: what its backend will use, so Ray packs replicas
+    onto GPUs without two models fighting over one."""
     if cfg.gpus_per_replica is not None:
         return cfg.gpus_per_replica
     if spec.provider == "vllm":
@@ -445,6 +449,8 @@ def _llm_postprocess(row: dict[str, Any]) -> dict[str, Any]:
 
 def _llm_rows(engine: RayDataEngine, requests: Any, todo: list[tuple[str, int]]
               ) -> Iterator[GenResponse]:
+    """Answers of ``todo`` from the vLLM processor, one row per request, as they come back.
+    vLLM gives no finish reason there: it is inferred from ``max_tokens``."""
     ray = _import_ray()
     llm = _import_ray_llm()
     spec, cfg = engine.spec, engine.ray
