@@ -28,19 +28,14 @@ a running loop (a notebook, an async app) await the coroutine instead.
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from datagen.bench import BenchResult, Reporter, abench
-from datagen.bench_plan import BenchPlan, aplan_bench
-from datagen.evaluation import EvalResult, TaskResult, aevaluate, resolve_model
-from datagen.pairs import export_pairs, pair_counts
 from datagen.ray_data import RayData
-from datagen.routing import import_labels, label_agreement, route_pairs
-from datagen.run_files import EXPORT_FORMATS, export_run, pair_rows, push_run
 from datagen.runs import (
     DEFAULT_SOURCE,
     RunPlan,
@@ -51,26 +46,60 @@ from datagen.runs import (
     plan_run,
     show_run,
 )
-from datagen.select import SelectConfig, SelectResult, aselect
-from datagen.training import list_students, show_student, train, train_many
 from datagen_core.errors import ConfigError
 from datagen_core.records import GeneratorSpec
 from generators.specs import load_spec
-from metrics.facade import (
-    analyze,
-    compare,
-    compute_metrics,
-    compute_pgr,
-    intrinsic_values,
-    issue_table,
-    leaderboard,
-    pair_margin_histogram,
-    write_report,
-)
+
+# What ``generate`` does not need is imported on first use (PEP 562): a `datagen generate`
+# starts without loading bench, evaluation, selection, training or the metrics facade, and
+# without pyarrow until its first rows are written.
+_LAZY = {
+    "datagen.bench": ("BenchResult", "Reporter", "abench"),
+    "datagen.bench_plan": ("BenchPlan", "aplan_bench"),
+    "datagen.evaluation": ("EvalResult", "TaskResult", "aevaluate", "resolve_model"),
+    "datagen.pairs": ("export_pairs", "pair_counts"),
+    "datagen.routing": ("import_labels", "label_agreement", "route_pairs"),
+    "datagen.run_files": ("EXPORT_FORMATS", "export_run", "pair_rows", "push_run"),
+    "datagen.select": ("SelectConfig", "SelectResult", "aselect"),
+    "datagen.training": ("list_students", "show_student", "train", "train_many"),
+    "metrics.facade": ("analyze", "compare", "compute_metrics", "compute_pgr",
+                       "intrinsic_values", "issue_table", "leaderboard",
+                       "pair_margin_histogram", "write_report"),
+}
+_LAZY_FROM = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY_FROM.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 if TYPE_CHECKING:
+    from datagen.bench import BenchResult, Reporter, abench
+    from datagen.bench_plan import BenchPlan, aplan_bench
+    from datagen.evaluation import EvalResult, TaskResult, aevaluate, resolve_model
+    from datagen.pairs import export_pairs, pair_counts
+    from datagen.routing import import_labels, label_agreement, route_pairs
+    from datagen.run_files import EXPORT_FORMATS, export_run, pair_rows, push_run
+    from datagen.select import SelectConfig, SelectResult, aselect
     from datagen.suite import Suite
+    from datagen.training import list_students, show_student, train, train_many
     from generators.curation import CurationConfig
+    from metrics.facade import (
+        analyze,
+        compare,
+        compute_metrics,
+        compute_pgr,
+        intrinsic_values,
+        issue_table,
+        leaderboard,
+        pair_margin_histogram,
+        write_report,
+    )
     from students.tasks.base import Task
 
 __all__ = [
@@ -167,6 +196,8 @@ def evaluate(
     backends: dict[str, Any] | None = None,
 ) -> EvalResult:
     """:func:`datagen.evaluation.aevaluate`, synchronously."""
+    from datagen.evaluation import aevaluate
+
     return asyncio.run(aevaluate(
         model_spec, tasks, workspace, limit, judge, student_id=student_id, progress=progress,
         backend=backend, backends=backends,
@@ -177,6 +208,8 @@ def bench(suite: Suite, *, workspace: str | Path | None = None, ray_address: str
           backends: dict[str, Any] | None = None, progress: bool | None = None,
           reporter: Reporter | None = None) -> BenchResult:
     """:func:`datagen.bench.abench`, synchronously."""
+    from datagen.bench import abench
+
     return asyncio.run(abench(suite, workspace=workspace, ray_address=ray_address,
                               backends=backends, progress=progress, reporter=reporter))
 
@@ -233,7 +266,7 @@ def select(sources: str | Sequence[str], *, k: int, target: str | Sequence[str] 
     data sets) for ``target`` (a data set or ``task:NAME``) as a new run recording its parents.
     ``options`` are the other :class:`~datagen.select.SelectConfig` fields (``model``,
     ``max_length``, ``target_n``, ``seed``, ``batch_size``)."""
-    from datagen.select import select_config
+    from datagen.select import aselect, select_config
 
     srcs = [sources] if isinstance(sources, str) else list(sources)
     targets = [target] if isinstance(target, str) else list(target) if target else None
@@ -243,4 +276,6 @@ def select(sources: str | Sequence[str], *, k: int, target: str | Sequence[str] 
 
 def plan_bench(suite: Suite, workspace: str | Path | None = None) -> BenchPlan:
     """:func:`datagen.bench_plan.aplan_bench`, synchronously: what a bench would do, no call."""
+    from datagen.bench_plan import aplan_bench
+
     return asyncio.run(aplan_bench(suite, workspace))

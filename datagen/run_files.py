@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from metrics.store import Store
 
 def _instance_rows(instances: list[Instance]) -> list[dict[str, Any]]:
     return [
-        {"messages": [m.model_dump() for m in x.messages], "instance_id": x.instance_id,
+        {"messages": [{"role": m.role, "content": m.content} for m in x.messages],
+         "instance_id": x.instance_id,
          "index": x.index, "meta": orjson.dumps(x.meta).decode()}
         for x in instances
     ]
@@ -29,7 +31,7 @@ def write_data(run_dir: Path, instances: list[Instance]) -> None:
 
     valid = [x for x in instances if x.valid]
     tmp = run_dir / "data.parquet.tmp"
-    pq.write_table(pa.Table.from_pylist(_instance_rows(valid), schema=_DATA_SCHEMA), tmp)
+    pq.write_table(pa.Table.from_pylist(_instance_rows(valid), schema=data_schema()), tmp)
     tmp.replace(run_dir / "data.parquet")
     _write_jsonl(run_dir / "data.jsonl", _instance_rows(valid))
     _write_jsonl(run_dir / "rejected.jsonl", [x.model_dump(mode="json") for x in instances
@@ -67,15 +69,15 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
-def _data_schema() -> Any:
+@functools.cache
+def data_schema() -> Any:
+    """data.parquet's Arrow schema (built on first use: pyarrow is not imported at start-up)."""
     import pyarrow as pa
 
     msg = pa.struct([("role", pa.string()), ("content", pa.string())])
     return pa.schema([("messages", pa.list_(msg)), ("instance_id", pa.string()),
                       ("index", pa.int64()), ("meta", pa.string())])
 
-
-_DATA_SCHEMA = _data_schema()
 
 
 EXPORT_FORMATS = ("jsonl", "parquet")

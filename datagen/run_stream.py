@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import Counter
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, overload
 
@@ -27,7 +26,8 @@ import orjson
 
 from datagen.ray_data import engine_for
 from datagen.run_curation import StreamCuration, prepare
-from datagen.run_files import _DATA_SCHEMA, _instance_rows
+from datagen.run_files import _instance_rows, data_schema
+from datagen.run_result import RowCounts, RunResult, run_problem
 from datagen_core.records import GenRequest, GenResponse, Instance, RunManifest
 from datagen_core.sources import RowSource
 from generators.engine import Engine
@@ -35,10 +35,14 @@ from generators.methods.base import MethodContext
 from metrics.store import Store
 
 if TYPE_CHECKING:
-    from datagen.runs import RunPlan, RunResult
+    from datagen.runs import RunPlan
 
-#: answers parsed, curated and written together (one Parquet row group, one DuckDB insert)
+#: answers parsed, curated and written together (one Parquet row group)
 BATCH = 4096
+#: DuckDB inserts gather batches up to this many rows or seconds: a connection costs tens of
+#: milliseconds, and between inserts other processes can use the workspace database
+DB_ROWS = 65536
+DB_SECONDS = 10.0
 _REASON_KIND = re.compile(r"\s*#\d+.*$")
 
 
@@ -104,22 +108,6 @@ class LazyInstances(Sequence[Instance]):
         return self._all()[i]
 
 
-@dataclass
-class RowCounts:
-    """What a streamed run wrote, counted as it went (what the run record and summary say)."""
-
-    requests: int = 0
-    ok: int = 0
-    failed: Counter[str] = field(default_factory=Counter)  # by error type
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    instances: int = 0
-    valid: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)  # by reason kind
-    head: list[Instance] = field(default_factory=list)  # the first valid rows
-
-
 class _Writer:
     """The run's files and DuckDB rows, a batch at a time (called from one thread at a time,
     in batch order)."""
@@ -129,6 +117,9 @@ class _Writer:
         self.run_dir, self.store, self.run_id = run_dir, store, run_id
         self.method, self.ctx, self.curation = method, ctx, curation
         self.counts = RowCounts()
+        self._rows: list[tuple[Any, Any]] = []  # DuckDB batches not inserted yet
+        self._pending = 0
+        self._inserted = time.monotonic()
         self._parquet: Any = None
         self._files: dict[str, IO[bytes]] = {
             name: open(run_dir / f"{name}.tmp", "wb")  # noqa: SIM115 - closed in close()
@@ -144,15 +135,18 @@ class _Writer:
         valid = [x for x in instances if x.valid]
         rows = _instance_rows(valid)
         if self._parquet is None:
-            self._parquet = pq.ParquetWriter(self.run_dir / "data.parquet.tmp", _DATA_SCHEMA)
+            self._parquet = pq.ParquetWriter(self.run_dir / "data.parquet.tmp", data_schema())
         if rows:
-            self._parquet.write_table(pa.Table.from_pylist(rows, schema=_DATA_SCHEMA))
+            self._parquet.write_table(pa.Table.from_pylist(rows, schema=data_schema()))
         self._files["data.jsonl"].write(b"".join(orjson.dumps(r) + b"\n" for r in rows))
         self._files["rejected.jsonl"].write(b"".join(
             orjson.dumps(x.model_dump(mode="json")) + b"\n" for x in instances if not x.valid))
         responses = [r for _, r in batch]
-        self.store.append_rows(self.run_id, responses[0].index, responses,
-                               [q.messages for q, _ in batch], instances)
+        self._rows.append(self.store.row_tables(self.run_id, responses[0].index, responses,
+                                                [q.messages for q, _ in batch], instances))
+        self._pending += len(batch)
+        if self._pending >= DB_ROWS or time.monotonic() - self._inserted >= DB_SECONDS:
+            self.insert()
         for r in responses:
             c.requests += 1
             if r.ok:
@@ -170,13 +164,18 @@ class _Writer:
         if len(c.head) < 2:
             c.head.extend(valid[:2 - len(c.head)])
 
+    def insert(self) -> None:
+        """Insert the batches written since the last insert into DuckDB."""
+        self.store.append_rows(self._rows)
+        self._rows, self._pending, self._inserted = [], 0, time.monotonic()
+
     def close(self, keep: bool) -> None:
         """Close the files; ``keep``: put them in place of the run's outputs (else they stay
         as ``.tmp`` files, which the next run overwrites)."""
         import pyarrow.parquet as pq
 
         if keep and self._parquet is None:
-            self._parquet = pq.ParquetWriter(self.run_dir / "data.parquet.tmp", _DATA_SCHEMA)
+            self._parquet = pq.ParquetWriter(self.run_dir / "data.parquet.tmp", data_schema())
         if self._parquet is not None:
             self._parquet.close()
         for f in self._files.values():
@@ -193,7 +192,10 @@ class _Sink:
     def __init__(self, writer: _Writer) -> None:
         self.writer = writer
         self.batch: list[tuple[GenRequest, GenResponse]] = []
-        self._pending: asyncio.Future[None] | None = None
+        # the writer's imports (pyarrow, and the pandas it loads on first use: ~1 s) happen
+        # in its thread while the first requests are out, not after the last answer
+        self._pending: asyncio.Future[None] | None = asyncio.ensure_future(
+            asyncio.to_thread(_warm_up))
 
     async def add(self, request: GenRequest, response: GenResponse) -> None:
         self.batch.append((request, response))
@@ -225,8 +227,6 @@ async def execute_streaming(manifest: RunManifest, plan: RunPlan, store: Store, 
                             max_failure_rate: float | None) -> RunResult:
     """Run a streaming method (see the module docstring); the result's instances are read back
     from the store only when asked for."""
-    from datagen.runs import RunResult, run_problem
-
     spec, m, run_id = plan.spec, plan.method, plan.run_id
     dec = plan.decontamination or prepare(plan.curation)
     curation = StreamCuration(plan.curation, dec, run_dir / ".dedup-spill")
@@ -234,11 +234,11 @@ async def execute_streaming(manifest: RunManifest, plan: RunPlan, store: Store, 
                         generate=_no_generate, generator=spec.label)
     rows = plan.rows  # seed items found at planning are skipped as the rows are read
     source = rows.source if isinstance(rows, LazyRows) else None
+    cached = store.begin_streamed_run(run_id)
     engine: Engine = engine_for(plan.ray)(  # the plain engine, or Ray Data's (datagen.ray_data)
         spec, backend=backend, log_path=run_dir / "responses.jsonl",
-        cache=store if store.has_answers() else None, progress=progress,
+        cache=store if cached else None, progress=progress,
         description=f"{m.name} {spec.label}")
-    store.clear_run_rows(run_id)
     writer = _Writer(run_dir, store, run_id, m, ctx, curation)
     sink = _Sink(writer)
     done = False
@@ -247,6 +247,7 @@ async def execute_streaming(manifest: RunManifest, plan: RunPlan, store: Store, 
             async for request, response in engine.stream(m.iter_requests(rows, ctx)):
                 await sink.add(request, response)
         await sink.finish()
+        await asyncio.to_thread(writer.insert)
         done = True
     finally:
         if not done:
@@ -276,6 +277,13 @@ async def execute_streaming(manifest: RunManifest, plan: RunPlan, store: Store, 
 
         raise RunFailedError(problem, result)
     return result
+
+
+def _warm_up() -> None:
+    import pyarrow as pa
+    import pyarrow.parquet
+
+    pa.array([0])
 
 
 async def _no_generate(requests: list[GenRequest]) -> list[GenResponse]:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,14 +31,13 @@ from datagen.run_curation import (
     prepare,
 )
 from datagen.run_files import write_data, write_pairs
+from datagen.run_result import RunResult, run_problem
 from datagen_core.errors import ConfigError, RunFailedError
 from datagen_core.fingerprint import fingerprint, stable_hash
 from datagen_core.records import (
     GeneratorSpec,
     GenRequest,
     GenResponse,
-    Instance,
-    Pair,
     RunManifest,
 )
 from datagen_core.secrets import redact
@@ -51,56 +49,12 @@ from generators.progress import EngineStats
 from generators.specs import load_spec
 
 if TYPE_CHECKING:
-    from datagen.run_stream import RowCounts
     from generators.curation import CurationConfig
 from generators.methods.base import METHODS, MethodContext
 from metrics.store import Store, run_decontaminated
 
 DEFAULT_SOURCE = "builtin:general"
 log = logging.getLogger("datagen.runs")
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    run_dir: Path
-    stats: EngineStats
-    #: every row, valid or not; a streamed run's are read back from the store when first used
-    instances: Sequence[Instance]
-    pairs: list[Pair] = field(default_factory=list)
-    curation: dict[str, Any] = field(default_factory=dict)  # what curation did, and whether
-    # the rows were decontaminated (``decontaminated``; ``skipped`` says why not)
-    counts: RowCounts | None = None  # a streamed run's counts, kept while it wrote
-
-    @property
-    def valid(self) -> list[Instance]:
-        return [x for x in self.instances if x.valid]
-
-    @property
-    def n_valid(self) -> int:
-        return self.counts.valid if self.counts is not None else sum(
-            x.valid for x in self.instances)
-
-    def rejections(self) -> dict[str, int]:
-        """Rejected rows by kind of reason (the reason without the row it points at)."""
-        if self.counts is not None:
-            return dict(self.counts.rejected)
-        out: dict[str, int] = {}
-        for x in self.instances:
-            if not x.valid:
-                kind = re.sub(r"\s*#\d+.*$", "", x.reject_reason or "rejected")
-                out[kind] = out.get(kind, 0) + 1
-        return out
-
-    def head(self, k: int = 2) -> list[Instance]:
-        """The first ``k`` valid rows (without reading a streamed run's rows back)."""
-        if self.counts is not None:
-            return self.counts.head[:k]
-        return [x for x in self.instances if x.valid][:k]
-
-    @property
-    def data_path(self) -> Path:
-        return self.run_dir / "data.parquet"
 
 
 @dataclass
@@ -394,26 +348,6 @@ def _run_problem(result: RunResult, responses: list[GenResponse],
     reasons = Counter(x.reject_reason or "rejected" for x in result.instances if not x.valid)
     return run_problem(result.run_id, len(result.valid), len(result.pairs), failed,
                        len(responses), reasons, max_failure_rate)
-
-
-def run_problem(run_id: str, n_valid: int, n_pairs: int, failed: Mapping[str, int], total: int,
-                reasons: Mapping[str, int], max_failure_rate: float | None) -> str | None:
-    """Why a run that ran to its end is still a failure, or None: no row kept (a script must
-    not go on with an empty dataset), or more failed requests than the user allows.
-    ``failed``: failed requests by error type; ``reasons``: rejected rows by reason."""
-    n_failed = sum(failed.values())
-    why = ", ".join(f"{k} x {v}" for k, v in Counter(failed).most_common(3))
-    retry = "; run the same command again to retry the failed requests" if n_failed else ""
-    if not n_valid and not n_pairs:
-        if n_failed:
-            return (f"run {run_id} kept no row: {n_failed} of {total} requests failed "
-                    f"({why}){retry}")
-        top = ", ".join(f"{r} x {k}" for r, k in Counter(reasons).most_common(3)) or "no rows"
-        return f"run {run_id} kept no row ({top}): see `datagen runs show {run_id}`"
-    if max_failure_rate is not None and total and n_failed / total > max_failure_rate:
-        return (f"run {run_id}: {n_failed} of {total} requests failed ({why}), more "
-                f"than the allowed {max_failure_rate:.0%}{retry}")
-    return None
 
 
 def _add_stats(total: EngineStats, part: EngineStats) -> None:

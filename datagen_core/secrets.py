@@ -76,6 +76,20 @@ def redact(text: str) -> str:
     return _SHAPE_RE.sub(_keep_prefix, text)
 
 
+_SEP = "\x1e"  # whitespace to every credential pattern, so no match runs across it
+
+
+def redact_many(texts: list[str | None]) -> list[str | None]:
+    """:func:`redact` of each text (None stays None), in one pass over them all: a run writes
+    thousands of rows at once, and the per-call checks cost more than the scan."""
+    present = [t for t in texts if t]
+    joined = _SEP.join(present)
+    if joined.count(_SEP) != max(0, len(present) - 1):  # a text holds the separator itself
+        return [redact(t) if t else t for t in texts]
+    parts = iter(redact(joined).split(_SEP))
+    return [next(parts) if t else t for t in texts]
+
+
 def redact_bytes(data: bytes) -> bytes:
     """:func:`redact` for UTF-8 bytes (the response log's lines), without decoding them."""
     for s in _secrets:

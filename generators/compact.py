@@ -9,9 +9,15 @@ O(log n) amortised and a lookup is one dict probe plus one binary search.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
 
 _MIN_BUFFER = 1 << 15
+
+
+def _np() -> Any:
+    import numpy  # imported on first use: a run that resumes nothing never needs it
+
+    return numpy
 
 
 class U64Map:
@@ -21,12 +27,10 @@ class U64Map:
 
     def __init__(self) -> None:
         self._buf: dict[int, int] = {}
-        self._keys = np.empty(0, np.uint64)
-        self._vals = np.empty(0, np.int64)
+        self._keys: Any = ()  # sorted numpy uint64, once a merge made them
+        self._vals: Any = ()
 
     def __len__(self) -> int:
-        if not self._buf:
-            return len(self._keys)
         self._merge()
         return len(self._keys)
 
@@ -42,6 +46,7 @@ class U64Map:
         keys = self._keys
         if not len(keys):
             return None
+        np = _np()
         k = np.uint64(key)
         i = int(np.searchsorted(keys, k))
         if i < len(keys) and keys[i] == k:
@@ -54,11 +59,12 @@ class U64Map:
     def _merge(self) -> None:
         if not self._buf:
             return
+        np = _np()
         new_k = np.fromiter(self._buf.keys(), np.uint64, len(self._buf))
         new_v = np.fromiter(self._buf.values(), np.int64, len(self._buf))
         self._buf = {}
-        keys = np.concatenate([self._keys, new_k])
-        vals = np.concatenate([self._vals, new_v])
+        keys = np.concatenate([np.asarray(self._keys, np.uint64), new_k])
+        vals = np.concatenate([np.asarray(self._vals, np.int64), new_v])
         order = np.argsort(keys, kind="stable")  # equal keys: the newer (later) one last
         keys, vals = keys[order], vals[order]
         last = np.r_[keys[1:] != keys[:-1], True]

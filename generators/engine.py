@@ -5,8 +5,9 @@ request, in input order. ``Engine.stream(requests)`` is the same for inputs of a
 takes an (async) iterable, keeps a bounded window of requests in flight and yields
 ``(request, response)`` pairs in input order as they complete, so memory does not grow with N.
 Before anything is sent, answers already in the run's log or in the workspace cache are reused,
-so a re-run or a resumed run pays only for what is missing. Every new response is appended and
-flushed to the log as it arrives.
+so a re-run or a resumed run pays only for what is missing. Every new response is appended to
+the log within 50 ms of its arrival (answers that arrive together are written together: a
+write() each cost as much as the HTTP request at thousands of answers a second).
 
 Errors are decided per backend (:meth:`Backend.classify`): rate limits and transient failures are
 retried with exponential backoff that honours ``Retry-After``; an invalid request is recorded and
@@ -45,6 +46,8 @@ from generators.response_log import LogIndex, ResponseLog, load_answers
 log = logging.getLogger("datagen.engine")
 
 _RETRYABLE = ("rate_limit", "transient")
+#: answers are written to the run's log together, at most this long after they arrive
+_FLUSH_AFTER = 0.05
 
 
 class ResponseCache(Protocol):
@@ -131,7 +134,8 @@ class Engine:
         results: dict[str, GenResponse] = {}
         results.update({k: answers[k] for k in unique if k in answers})
 
-        response_log = ResponseLog(self.log_path).open() if self.log_path else None
+        response_log = (ResponseLog(self.log_path, flush_after=_FLUSH_AFTER).open()
+                        if self.log_path else None)
         try:
             for k, resp in from_cache.items():
                 # Copy cross-run answers into this run's log so the run is self-contained.
@@ -172,7 +176,10 @@ class Engine:
         key_of = RequestKeys(self.spec)
         self.stats = stats = EngineStats(total=0)
         index = LogIndex.build(self.log_path) if self.log_path is not None else None
-        response_log = ResponseLog(self.log_path).open() if self.log_path is not None else None
+        response_log = (ResponseLog(self.log_path, flush_after=_FLUSH_AFTER).open()
+                        if self.log_path is not None else None)
+        if index is not None:
+            index.writer = response_log
         bar = ProgressBar(self.description, total, 0, self.progress)
         reqs: dict[int, GenRequest] = {}  # planned, not yet handed out
         slots: dict[int, GenResponse] = {}  # answered, not yet handed out

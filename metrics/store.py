@@ -19,7 +19,7 @@ import orjson
 
 from datagen_core.errors import DatagenError
 from datagen_core.records import GenResponse, Instance, Message, Pair, RunManifest
-from datagen_core.secrets import redact
+from datagen_core.secrets import redact_many
 from metrics.migrations import MIGRATIONS
 
 _LOCK_WAIT_S = 30.0
@@ -245,22 +245,36 @@ class Store:
             con.execute("COMMIT")
 
     # -- streaming runs: rows written in batches while the run goes on --------------------------
-    def clear_run_rows(self, run_id: str) -> None:
-        """Drop a run's request, instance and pair rows: a streaming run starts from none, so
-        a resumed run that re-adds every row holds each exactly once."""
+    def begin_streamed_run(self, run_id: str) -> bool:
+        """Drop a run's request, instance and pair rows (a streaming run starts from none, so
+        a resumed run that re-adds every row holds each exactly once); returns whether other
+        runs' answers are stored (else the cache need not be asked). One connection."""
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
             for table in ("requests", "instances", "pairs"):
                 con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
             con.execute("COMMIT")
+            return con.execute("SELECT 1 FROM requests WHERE status = 'ok' LIMIT 1"
+                               ).fetchone() is not None
 
-    def append_rows(self, run_id: str, start: int, responses: Sequence[GenResponse],
-                    prompts: Sequence[Sequence[Message] | None],
-                    instances: Sequence[Instance]) -> None:
-        """Add one batch of a streaming run: request rows ``start``, ``start + 1``, ... and
-        their instances, in one transaction (Arrow tables: one insert per table)."""
-        requests = _request_table(run_id, responses, prompts, start)
-        rows = _instance_table(run_id, instances)
+    @staticmethod
+    def row_tables(run_id: str, start: int, responses: Sequence[GenResponse],
+                   prompts: Sequence[Sequence[Message] | None],
+                   instances: Sequence[Instance]) -> tuple[Any, Any]:
+        """One batch of a streaming run as Arrow tables (request rows ``start``, ``start + 1``,
+        ... and their instances), for :meth:`append_rows`: built while generation goes on,
+        inserted a few at a time (a connection costs tens of milliseconds)."""
+        return (_request_table(run_id, responses, prompts, start),
+                _instance_table(run_id, instances))
+
+    def append_rows(self, batches: Sequence[tuple[Any, Any]]) -> None:
+        """Insert :meth:`row_tables` batches of a streaming run in one transaction."""
+        import pyarrow as pa
+
+        if not batches:
+            return
+        requests = pa.concat_tables([b[0] for b in batches])
+        rows = pa.concat_tables([b[1] for b in batches])
         with self.connect() as con:
             con.register("incoming_requests", requests)
             con.register("incoming_instances", rows)
@@ -271,14 +285,6 @@ class Store:
             )
             con.execute("INSERT INTO instances SELECT * FROM incoming_instances")
             con.execute("COMMIT")
-
-    def has_answers(self) -> bool:
-        """Whether any run stored a successful answer (else the cache need not be asked)."""
-        if not self.path.exists():
-            return False
-        with self.connect() as con:
-            return con.execute(
-                "SELECT 1 FROM requests WHERE status = 'ok' LIMIT 1").fetchone() is not None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, GenResponse]:
         """Successful answers stored by any run, by request key (the engine's cache)."""
@@ -358,26 +364,40 @@ class Store:
 
 def _request_table(run_id: str, responses: Sequence[GenResponse],
                    prompts: Sequence[Sequence[Message] | None], start: int) -> Any:
+    """The ``requests`` rows of ``responses`` (request ``start + i``), column by column, each
+    text column redacted in one pass."""
     import pyarrow as pa
 
-    cols: dict[str, list[Any]] = {c: [] for c in _REQUEST_COLUMNS}
-    for i, r in enumerate(responses):
-        sent = prompts[i] if i < len(prompts) else None
-        err = r.error
-        vals = (
-            run_id, start + i, r.key, "ok" if r.ok else "error",
-            err.kind if err else None, err.type if err else None,
-            redact(err.message) if err else None, err.status if err else None,
-            r.usage.prompt_tokens, r.usage.completion_tokens, r.latency_s, r.cost_usd,
-            r.attempts, r.finish_reason, r.model, redact(r.text) if r.text else r.text,
-            # the same redactor as the response log: a gateway may echo request headers
-            redact(orjson.dumps(r.raw).decode()) if r.raw is not None else None,
-            r.created_at,
-            None if sent is None else redact(orjson.dumps([m.model_dump() for m in sent])
-                                             .decode()),
-        )
-        for c, v in zip(_REQUEST_COLUMNS, vals):
-            cols[c].append(v)
+    n = len(responses)
+    errs = [r.error for r in responses]
+    sent = [prompts[i] if i < len(prompts) else None for i in range(n)]
+    cols: dict[str, Any] = {
+        "run_id": pa.array([run_id] * n, pa.string()),
+        "idx": pa.array(range(start, start + n), pa.int64()),
+        "key": [r.key for r in responses],
+        "status": ["ok" if r.ok else "error" for r in responses],
+        "error_kind": pa.array([e.kind if e else None for e in errs], pa.string()),
+        "error_type": pa.array([e.type if e else None for e in errs], pa.string()),
+        "error_message": pa.array(redact_many([e.message if e else None for e in errs]),
+                                  pa.string()),
+        "http_status": pa.array([e.status if e else None for e in errs], pa.int64()),
+        "prompt_tokens": [r.usage.prompt_tokens for r in responses],
+        "completion_tokens": [r.usage.completion_tokens for r in responses],
+        "latency_s": pa.array([r.latency_s for r in responses], pa.float64()),
+        "cost_usd": pa.array([r.cost_usd for r in responses], pa.float64()),
+        "attempts": [r.attempts for r in responses],
+        "finish_reason": pa.array([r.finish_reason for r in responses], pa.string()),
+        "model": pa.array([r.model for r in responses], pa.string()),
+        "text": pa.array(redact_many([r.text for r in responses]), pa.string()),
+        # the same redactor as the response log: a gateway may echo request headers
+        "raw": pa.array(redact_many([None if r.raw is None else orjson.dumps(r.raw).decode()
+                                     for r in responses]), pa.string()),
+        "created_at": pa.array([r.created_at for r in responses], pa.float64()),
+        "prompt": pa.array(redact_many([
+            None if m is None else orjson.dumps([{"role": x.role, "content": x.content}
+                                                 for x in m]).decode() for m in sent]),
+            pa.string()),
+    }
     return pa.table(cols)
 
 
@@ -385,14 +405,15 @@ def _instance_table(run_id: str, instances: Sequence[Instance]) -> Any:
     import pyarrow as pa
 
     return pa.table({
-        "run_id": [run_id] * len(instances),
-        "idx": [x.index for x in instances],
-        "instance_id": [x.instance_id for x in instances],
-        "messages": [orjson.dumps([m.model_dump() for m in x.messages]).decode()
-                     for x in instances],
-        "valid": [x.valid for x in instances],
-        "reject_reason": [x.reject_reason for x in instances],
-        "meta": [orjson.dumps(x.meta).decode() for x in instances],
+        "run_id": pa.array([run_id] * len(instances), pa.string()),
+        "idx": pa.array([x.index for x in instances], pa.int64()),
+        "instance_id": pa.array([x.instance_id for x in instances], pa.string()),
+        "messages": pa.array([orjson.dumps([{"role": m.role, "content": m.content}
+                                            for m in x.messages]).decode()
+                              for x in instances], pa.string()),
+        "valid": pa.array([x.valid for x in instances], pa.bool_()),
+        "reject_reason": pa.array([x.reject_reason for x in instances], pa.string()),
+        "meta": pa.array([orjson.dumps(x.meta).decode() for x in instances], pa.string()),
     })
 
 

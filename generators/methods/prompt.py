@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field
 
 from datagen_core.errors import InputError
-from datagen_core.fingerprint import stable_hash
+from datagen_core.fingerprint import hash_canonical
 from datagen_core.records import GenRequest, GenResponse, Instance, Message
 from datagen_core.sources import pick_column
 from generators.methods.base import Method, MethodArgs, MethodContext
@@ -88,7 +88,10 @@ class PromptMethod(Method):
             messages.append(Message(role="assistant", content=response.text))
         return Instance(
             index=index,
-            instance_id=stable_hash([m.model_dump() for m in messages]),
+            # stable_hash of the messages' model_dump(), built directly: dicts of str are
+            # already canonical (this runs once per answer)
+            instance_id=hash_canonical([{"role": m.role, "content": m.content}
+                                        for m in messages]),
             messages=messages,
             valid=reason is None,
             reject_reason=reason,
