@@ -219,7 +219,10 @@ class RayDataEngine(Engine):
         self.stats = stats = EngineStats()
         log_path = self.log_path
         index = LogIndex.build(log_path) if log_path is not None else None
+        # every record written as it comes (no gathering): a slice's answers arrive in batches
         response_log = ResponseLog(log_path).open() if log_path is not None else None
+        if index is not None:
+            index.writer = response_log
         base = 0
         try:
             async for chunk in _slices(requests, self.ray.slice_size):
