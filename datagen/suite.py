@@ -24,6 +24,24 @@ trains the same recipe on the domain's gold seed rows (instruction and human res
 as a cell uses, so PGR reads "how much of the gap between the untrained model and one trained on
 gold data of the same size does this generator's data recover". Both may be set per domain.
 
+**Preference suites.** With a DPO student recipe (``smollm2-lora-dpo``, ``dpo``...) every cell
+must make preference pairs, and its student learns from the run's curated ``pairs.jsonl``. What
+is compared is then usually a whole pair source rather than a model, so a suite may list
+``sources`` (a generator with its own method and arguments, each ranked on its own) beside or
+instead of generators x methods::
+
+    sources:
+      - {name: verified, spec: hf:smollm2, method: {name: verified-pairs}}
+      - {name: pool-gpt4o-judge, spec: openai:gpt-4o-mini,
+         method: {name: preference-pairs, args: {pool: [...], judge: openai:gpt-4o}}}
+    student: {recipe: smollm2-lora-dpo}
+    base: untrained          # the SFT starting point, before DPO
+    reference: gold          # or {pairs: FILE}: human-labelled or otherwise trusted pairs
+
+PGR for DPO reads as for SFT: base = the starting point before DPO; reference = the same recipe
+trained on a reference pair set. ``reference: gold`` builds it from the domain's gold answers
+(:mod:`datagen.gold_pairs`: arithmetic and math); other domains give ``{pairs: FILE}``.
+
 ``select`` (suite-wide or per domain; :class:`datagen.select.SelectConfig` plus ``control``)
 adds, for every cell of the domain, a student trained on ``k`` rows chosen from the cell's run
 by RDS+ (target: the domain's tasks, ``task:NAME``, unless ``target`` is given) and, with

@@ -154,6 +154,10 @@ SKIP: dict[str, str] = {
         "the quickstart trains and evaluates SmolLM2 students (minutes): run by the slow test "
         "tests/test_end_to_end.py::"
         "test_quickstart_bench_ranks_the_generators_and_a_rerun_reuses_every_step",
+    "datagen bench configs/bench/pairs-quickstart.yaml":
+        "the preference quickstart trains and evaluates three SmolLM2 DPO students (minutes): "
+        "run by the slow test tests/test_end_to_end.py::"
+        "test_pairs_quickstart_ranks_the_verified_pair_source_above_its_unverified_control",
     "datagen bench configs/bench/agorabench-mini.yaml":
         "trains 21 students and evaluates them on six tasks (well over an hour on 2 cores): run by "
         "tests/test_agorabench_mini.py (pytest -m mini)",
