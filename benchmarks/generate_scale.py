@@ -5,8 +5,11 @@ latency) answers, in the same run and back to back:
 
 1. ``bare loop``      - the ceiling: an aiohttp ClientSession and C workers posting the JSON the
                         engine sends (built before the clock starts) and parsing the replies, in
-                        this process.
-2. ``datagen``        - the real CLI in a subprocess, ``python -m datagen.cli --quiet generate
+                        this process (what the issue's figures compare with).
+2. ``bare program``   - the same loop as a program in a subprocess, end to end like the CLI:
+                        interpreter start-up, reading the prompts file, building the bodies,
+                        writing every answer to a JSONL file (no resume, no curation, no store).
+3. ``datagen``        - the real CLI in a subprocess, ``python -m datagen.cli --quiet generate
                         -g openai:bench@URL -i prompts.jsonl --concurrency C`` on a fresh
                         workspace: start-up, reading the prompts, generation, curation and every
                         output (data.parquet, data.jsonl, DuckDB rows) are inside the clock. Its
@@ -51,12 +54,48 @@ class Row:
     n: int
     concurrency: int
     bare_s: float
+    program_s: float
     datagen_s: float
     rss_mb: float
 
     @property
     def ratio(self) -> float:
         return self.bare_s / self.datagen_s
+
+    @property
+    def program_ratio(self) -> float:
+        return self.program_s / self.datagen_s
+
+
+BARE_PROGRAM = r"""
+import asyncio, sys, aiohttp, orjson
+url, src, out, c = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+async def main():
+    with open(src, "rb") as f:
+        prompts = [orjson.loads(line)["prompt"] for line in f]
+    it = iter(range(len(prompts)))
+    answers = [None] * len(prompts)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c)) as s:
+        async def worker():
+            for i in it:
+                body = orjson.dumps({"model": "bench", "messages": [{"role": "user",
+                    "content": prompts[i]}], "temperature": 0.7, "top_p": 1.0, "max_tokens": 512})
+                async with s.post(url + "/chat/completions", data=body,
+                                  headers={"Content-Type": "application/json"}) as r:
+                    answers[i] = orjson.loads(await r.read())["choices"][0]["message"]["content"]
+        await asyncio.gather(*(worker() for _ in range(c)))
+    with open(out, "wb") as f:
+        for p, a in zip(prompts, answers):
+            f.write(orjson.dumps({"prompt": p, "answer": a}) + b"\n")
+asyncio.run(main())
+"""
+
+
+def run_program(url: str, concurrency: int, src: Path, out: Path) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", BARE_PROGRAM, url, str(src), str(out),
+                    str(concurrency)], check=True)
+    return time.perf_counter() - t0
 
 
 def prompts(n: int, tag: str) -> list[str]:
@@ -86,10 +125,11 @@ async def one(server: Server, n: int, concurrency: int, tag: str, tmp: Path, ext
               datagen_first: bool) -> Row:
     import pyarrow.parquet as pq
 
-    src = tmp / f"{tag}.jsonl"
-    with open(src, "wb") as f:
-        for p in prompts(n, f"{tag}-d"):
-            f.write(orjson.dumps({"prompt": p}) + b"\n")
+    src, psrc = tmp / f"{tag}.jsonl", tmp / f"{tag}-p.jsonl"
+    for path, t in ((src, "d"), (psrc, "p")):
+        with open(path, "wb") as f:
+            for p in prompts(n, f"{tag}-{t}"):
+                f.write(orjson.dumps({"prompt": p}) + b"\n")
     bare_texts = prompts(n, f"{tag}-a")
 
     async def bare() -> float:
@@ -114,14 +154,21 @@ async def one(server: Server, n: int, concurrency: int, tag: str, tmp: Path, ext
                            f"expected {n}")
     if bare_s is None:
         bare_s = await bare()
-    src.unlink()
-    return Row(n, concurrency, bare_s, dg_s, rss)
+    await server.reset()
+    program_s = await asyncio.to_thread(run_program, server.base_url, concurrency, psrc,
+                                        tmp / f"{tag}-answers.jsonl")
+    if await server.total() != n:
+        raise RuntimeError("bare program: the server saw the wrong number of requests")
+    for path in (src, psrc, tmp / f"{tag}-answers.jsonl"):
+        path.unlink()
+    return Row(n, concurrency, bare_s, program_s, dg_s, rss)
 
 
 def table(rows: list[Row]) -> None:
     print()
-    print("| requests | concurrency | datagen wall | bare loop | ratio | peak RSS |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| requests | concurrency | datagen wall | bare loop | ratio | peak RSS "
+          "| bare program | ratio to program |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     keys = sorted({(r.n, r.concurrency) for r in rows})
     for n, c in keys:
         mine = [r for r in rows if (r.n, r.concurrency) == (n, c)]
@@ -130,7 +177,9 @@ def table(rows: list[Row]) -> None:
                   if len(mine) > 1 else "")
         print(f"| {n:,} | {c} | {statistics.median(r.datagen_s for r in mine):.1f} s | "
               f"{statistics.median(r.bare_s for r in mine):.1f} s | {ratio:.2f}{spread} | "
-              f"{max(r.rss_mb for r in mine):,.0f} MB |")
+              f"{max(r.rss_mb for r in mine):,.0f} MB | "
+              f"{statistics.median(r.program_s for r in mine):.1f} s | "
+              f"{statistics.median(r.program_ratio for r in mine):.2f} |")
     print()
     for n, c in keys:
         mine = [r for r in rows if (r.n, r.concurrency) == (n, c)]
@@ -158,7 +207,8 @@ async def main_async(a: argparse.Namespace) -> int:
                         r = await one(server, n, c, f"r{rep}n{n}c{c}", Path(tmp), extra,
                                       datagen_first=rep % 2 == 1)
                         print(f"  N={n:,} C={c}: datagen {r.datagen_s:.2f} s, bare loop "
-                              f"{r.bare_s:.2f} s, ratio {r.ratio:.2f}, peak RSS "
+                              f"{r.bare_s:.2f} s, ratio {r.ratio:.2f}, bare program "
+                              f"{r.program_s:.2f} s, peak RSS "
                               f"{r.rss_mb:,.0f} MB (load {os.getloadavg()[0]:.1f})", flush=True)
                         rows.append(r)
         table(rows)

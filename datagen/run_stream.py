@@ -244,8 +244,14 @@ async def execute_streaming(manifest: RunManifest, plan: RunPlan, store: Store, 
     done = False
     try:
         async with engine:
-            async for request, response in engine.stream(m.iter_requests(rows, ctx)):
-                await sink.add(request, response)
+            answers = engine.stream(m.iter_requests(rows, ctx))
+            try:
+                async for request, response in answers:
+                    await sink.add(request, response)
+            finally:  # a failure here (a write, a bad row) stops what is in flight at once
+                aclose = getattr(answers, "aclose", None)
+                if aclose is not None:
+                    await aclose()
         await sink.finish()
         await asyncio.to_thread(writer.insert)
         done = True

@@ -195,3 +195,46 @@ async def test_a_price_per_hour_charges_each_answer_its_compute_time(tmp_path, b
         assert r.latency_s > 0.015  # 0.02 s per answer (in a batch: 0.08 s over four)
     assert eng.stats.cost_usd == pytest.approx(sum(r.cost_usd for r in out))
     assert eng.stats.cost_usd > 0
+
+
+# -- Engine.stream: the same answers as generate, in order, within a bounded window -----------
+
+async def test_stream_gives_generates_answers_in_order_within_its_window(tmp_path):
+    texts = [f"q{i % 40}" for i in range(120)]  # repeats: one call answers them all
+    e, _ = engine(tmp_path / "a", responder=lambda q: "a:" + q.messages[-1].content)
+    expected = [r.text for r in await e.generate(reqs(*texts))]
+
+    s, sb = engine(tmp_path / "b", responder=lambda q: "a:" + q.messages[-1].content,
+                   concurrency=3)
+    taken = 0
+    ahead: list[int] = []
+    out = []
+    async with s:
+        async for q, r in s.stream(iter(reqs(*texts)), window=8):
+            taken += 1
+            ahead.append(s.stats.total - taken)  # planned but not yet taken
+            assert q.messages[-1].content == texts[r.index]
+            out.append(r)
+            await asyncio.sleep(0)
+    assert [r.index for r in out] == list(range(120))
+    assert [r.text for r in out] == expected
+    assert max(ahead) <= 8
+    assert len(sb.history) == 40 and s.stats.sent == 40
+
+    again, ab = engine(tmp_path / "b", responder=lambda q: "never")  # resumed: all in the log
+    async with again:
+        texts_again = [r.text async for _, r in again.stream(reqs(*texts))]
+    assert texts_again == expected and not ab.history
+
+
+async def test_a_stream_closed_early_stops_what_is_in_flight(tmp_path):
+    e, b = engine(tmp_path, concurrency=2)
+    b.delay = 0.05
+    async with e:
+        stream = e.stream(reqs(*[f"q{i}" for i in range(50)]), window=4)
+        async for _ in stream:
+            break
+        await stream.aclose()  # type: ignore[attr-defined]
+        sent = len(b.history)
+        await asyncio.sleep(0.2)
+    assert len(b.history) == sent < 50
