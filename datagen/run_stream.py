@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 BATCH = 4096
 #: DuckDB inserts gather batches up to this many rows or seconds: a connection costs tens of
 #: milliseconds, and between inserts other processes can use the workspace database
-DB_ROWS = 65536
+DB_ROWS = 32768
 DB_SECONDS = 10.0
 _REASON_KIND = re.compile(r"\s*#\d+.*$")
 

@@ -268,22 +268,20 @@ class Store:
                 _instance_table(run_id, instances))
 
     def append_rows(self, batches: Sequence[tuple[Any, Any]]) -> None:
-        """Insert :meth:`row_tables` batches of a streaming run in one transaction."""
-        import pyarrow as pa
-
+        """Insert :meth:`row_tables` batches of a streaming run in one transaction (each
+        batch's tables as they are: no concatenated copy)."""
         if not batches:
             return
-        requests = pa.concat_tables([b[0] for b in batches])
-        rows = pa.concat_tables([b[1] for b in batches])
+        cols = ", ".join(_REQUEST_COLUMNS)
         with self.connect() as con:
-            con.register("incoming_requests", requests)
-            con.register("incoming_instances", rows)
             con.execute("BEGIN TRANSACTION")
-            con.execute(
-                f"INSERT INTO requests ({', '.join(_REQUEST_COLUMNS)}) "
-                f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM incoming_requests"
-            )
-            con.execute("INSERT INTO instances SELECT * FROM incoming_instances")
+            for requests, rows in batches:
+                con.register("incoming_requests", requests)
+                con.register("incoming_instances", rows)
+                con.execute(f"INSERT INTO requests ({cols}) SELECT {cols} FROM incoming_requests")
+                con.execute("INSERT INTO instances SELECT * FROM incoming_instances")
+                con.unregister("incoming_requests")
+                con.unregister("incoming_instances")
             con.execute("COMMIT")
 
     def get_many(self, keys: Sequence[str]) -> dict[str, GenResponse]:
