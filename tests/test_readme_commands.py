@@ -154,6 +154,10 @@ SKIP: dict[str, str] = {
         "the quickstart trains and evaluates SmolLM2 students (minutes): run by the slow test "
         "tests/test_end_to_end.py::"
         "test_quickstart_bench_ranks_the_generators_and_a_rerun_reuses_every_step",
+    "datagen generate -g hf:smollm2 -m verified-pairs -d arithmetic -n 16 -a samples=4":
+        "64 SmolLM2 answers on a CPU (a minute): the method runs with scripted answers in "
+        "tests/generators/test_verified_pairs.py and with SmolLM2 in the pairs quickstart's slow "
+        "test",
     "datagen bench configs/bench/pairs-quickstart.yaml":
         "the preference quickstart trains and evaluates three SmolLM2 DPO students (minutes): "
         "run by the slow test tests/test_end_to_end.py::"
