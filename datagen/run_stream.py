@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, overload
@@ -39,10 +38,8 @@ if TYPE_CHECKING:
 
 #: answers parsed, curated and written together (one Parquet row group)
 BATCH = 4096
-#: DuckDB inserts gather batches up to this many rows or seconds: a connection costs tens of
-#: milliseconds, and between inserts other processes can use the workspace database
-DB_ROWS = 32768
-DB_SECONDS = 10.0
+#: the run's DuckDB rows, gathered as Parquet beside its outputs and inserted at the end
+_DB_FILES = ("requests.parquet.tmp", "instances.parquet.tmp")
 _REASON_KIND = re.compile(r"\s*#\d+.*$")
 
 
@@ -117,9 +114,7 @@ class _Writer:
         self.run_dir, self.store, self.run_id = run_dir, store, run_id
         self.method, self.ctx, self.curation = method, ctx, curation
         self.counts = RowCounts()
-        self._rows: list[tuple[Any, Any]] = []  # DuckDB batches not inserted yet
-        self._pending = 0
-        self._inserted = time.monotonic()
+        self._db: list[Any] = []  # Parquet writers of the DuckDB rows
         self._parquet: Any = None
         self._files: dict[str, IO[bytes]] = {
             name: open(run_dir / f"{name}.tmp", "wb")  # noqa: SIM115 - closed in close()
@@ -142,11 +137,13 @@ class _Writer:
         self._files["rejected.jsonl"].write(b"".join(
             orjson.dumps(x.model_dump(mode="json")) + b"\n" for x in instances if not x.valid))
         responses = [r for _, r in batch]
-        self._rows.append(self.store.row_tables(self.run_id, responses[0].index, responses,
-                                                [q.messages for q, _ in batch], instances))
-        self._pending += len(batch)
-        if self._pending >= DB_ROWS or time.monotonic() - self._inserted >= DB_SECONDS:
-            self.insert()
+        tables = self.store.row_tables(self.run_id, responses[0].index, responses,
+                                       [q.messages for q, _ in batch], instances)
+        if not self._db:
+            self._db = [pq.ParquetWriter(self.run_dir / name, t.schema)
+                        for name, t in zip(_DB_FILES, tables)]
+        for w, t in zip(self._db, tables):
+            w.write_table(t)
         for r in responses:
             c.requests += 1
             if r.ok:
@@ -165,9 +162,14 @@ class _Writer:
             c.head.extend(valid[:2 - len(c.head)])
 
     def insert(self) -> None:
-        """Insert the batches written since the last insert into DuckDB."""
-        self.store.append_rows(self._rows)
-        self._rows, self._pending, self._inserted = [], 0, time.monotonic()
+        """Insert the run's rows into DuckDB (one transaction, read from the files)."""
+        for w in self._db:
+            w.close()
+        if self._db:
+            self.store.append_parquet(*(self.run_dir / name for name in _DB_FILES))
+        self._db = []
+        for name in _DB_FILES:
+            (self.run_dir / name).unlink(missing_ok=True)
 
     def close(self, keep: bool) -> None:
         """Close the files; ``keep``: put them in place of the run's outputs (else they stay
@@ -178,6 +180,8 @@ class _Writer:
             self._parquet = pq.ParquetWriter(self.run_dir / "data.parquet.tmp", data_schema())
         if self._parquet is not None:
             self._parquet.close()
+        for w in self._db:
+            w.close()
         for f in self._files.values():
             f.close()
         if keep:

@@ -262,26 +262,21 @@ class Store:
                    prompts: Sequence[Sequence[Message] | None],
                    instances: Sequence[Instance]) -> tuple[Any, Any]:
         """One batch of a streaming run as Arrow tables (request rows ``start``, ``start + 1``,
-        ... and their instances), for :meth:`append_rows`: built while generation goes on,
-        inserted a few at a time (a connection costs tens of milliseconds)."""
+        ... and their instances), built while generation goes on and written to the files
+        :meth:`append_parquet` inserts at the end."""
         return (_request_table(run_id, responses, prompts, start),
                 _instance_table(run_id, instances))
 
-    def append_rows(self, batches: Sequence[tuple[Any, Any]]) -> None:
-        """Insert :meth:`row_tables` batches of a streaming run in one transaction (each
-        batch's tables as they are: no concatenated copy)."""
-        if not batches:
-            return
+    def append_parquet(self, requests: Path, instances: Path) -> None:
+        """Insert a streaming run's rows from the Parquet files it wrote (:meth:`row_tables`
+        batches) in one transaction: DuckDB reads them in bounded memory, and the table is
+        checkpointed once (a checkpoint after each of many small inserts grew with the table)."""
         cols = ", ".join(_REQUEST_COLUMNS)
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
-            for requests, rows in batches:
-                con.register("incoming_requests", requests)
-                con.register("incoming_instances", rows)
-                con.execute(f"INSERT INTO requests ({cols}) SELECT {cols} FROM incoming_requests")
-                con.execute("INSERT INTO instances SELECT * FROM incoming_instances")
-                con.unregister("incoming_requests")
-                con.unregister("incoming_instances")
+            con.execute(f"INSERT INTO requests ({cols}) SELECT {cols} FROM read_parquet(?)",
+                        [str(requests)])
+            con.execute("INSERT INTO instances SELECT * FROM read_parquet(?)", [str(instances)])
             con.execute("COMMIT")
 
     def get_many(self, keys: Sequence[str]) -> dict[str, GenResponse]:
