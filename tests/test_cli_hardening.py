@@ -210,7 +210,9 @@ def test_a_ragged_csv_is_read_with_a_warning(tmp_path, cli_env):
 def test_a_refused_second_command_leaves_the_live_run_alone(loopback, prompts, cli_env):
     ws = Path(cli_env["DATAGEN_WORKSPACE"])
     env = {**cli_env, "OPENAI_API_KEY": "sk-test"}
-    srv = loopback("--latency", "2")
+    # 6 s answers: the second command must start (a few seconds on a loaded 2-core machine)
+    # while the first is still waiting for them
+    srv = loopback("--latency", "6")
     args = [sys.executable, "-m", "datagen.cli", "generate", "-g", f"openai:m@{srv.url}", "-i",
             str(prompts)]
     first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
