@@ -136,12 +136,9 @@ def curate_outputs(m: Any, instances: list[Instance], pairs: list[Pair],
                   "contaminated": report.counts["contaminated"]}
     out: dict[str, Any] = {"counts": counts, "contaminated_by": report.contaminated_by,
                            "decontaminated": dec.active}
-    if dec.skipped:
-        out["skipped"] = dec.skipped
-    elif not cfg.decontaminate:
-        out["skipped"] = "decontamination off (curation: decontaminate: false)"
-    elif not dec.active:
-        out["skipped"] = "no evaluation sets to decontaminate against (curation: eval_sets: [])"
+    skipped = skip_reason(cfg, dec)
+    if skipped:
+        out["skipped"] = skipped
     if seed_drops is not None:
         out["seeds"] = seed_drops
     kept, dropped = pairs, list[Pair]()
@@ -280,13 +277,9 @@ class StreamCuration:
                   "near": c["near"], "contaminated": c["contaminated"]}
         out: dict[str, Any] = {"counts": counts, "contaminated_by": self.contaminated_by,
                                "decontaminated": self.dec.active}
-        cfg, dec = self.cfg, self.dec
-        if dec.skipped:
-            out["skipped"] = dec.skipped
-        elif not cfg.decontaminate:
-            out["skipped"] = "decontamination off (curation: decontaminate: false)"
-        elif not dec.active:
-            out["skipped"] = "no evaluation sets to decontaminate against (curation: eval_sets: [])"
+        skipped = skip_reason(self.cfg, self.dec)
+        if skipped:
+            out["skipped"] = skipped
         if self.seed_drops is not None:
             out["seeds"] = self.seed_drops
         return out
@@ -442,3 +435,14 @@ class _StreamDedup:
             self._spill.close()
             self._spill = None
         self.spill_path.unlink(missing_ok=True)
+
+
+def skip_reason(cfg: Any, dec: Any) -> str | None:
+    """Why a run was not decontaminated (None: it was), for its curation record."""
+    if dec.skipped:
+        return str(dec.skipped)
+    if not cfg.decontaminate:
+        return "decontamination off (curation: decontaminate: false)"
+    if not dec.active:
+        return "no evaluation sets to decontaminate against (curation: eval_sets: [])"
+    return None
