@@ -13,8 +13,9 @@ latency) answers, in the same run and back to back:
                         -g openai:bench@URL -i prompts.jsonl --concurrency C`` on a fresh
                         workspace: start-up, reading the prompts, generation, curation and every
                         output (data.parquet, data.jsonl, DuckDB rows) are inside the clock. Its
-                        peak RSS is the CLI's ``ru_maxrss``, taken by a small launcher that
-                        forks it (see ``LAUNCHER``); wall time runs from that fork to its exit.
+                        peak RSS is that of the CLI and its writer process together, taken by a
+                        small launcher that forks it (see ``LAUNCHER``); wall time runs from that
+                        fork to its exit.
 
 The run is then checked: the server saw exactly N requests, and data.parquet holds N rows.
 Decontamination is off by default (``--decontaminate`` turns it on): it checks every prompt
@@ -106,16 +107,42 @@ def prompts(n: int, tag: str) -> list[str]:
 #: starts the CLI and reports its peak RSS. Not ``os.wait4`` on a child of this process: Linux
 #: charges a child, at exec, with the memory of the process it was forked (or vforked) from, so
 #: at 300k prompts this benchmark's own 1.3 GB was reported as datagen's. A fresh interpreter
-#: forks the CLI instead: what it is charged with is this launcher's few MB.
+#: forks the CLI instead: what it is charged with is this launcher's few MB. A big run writes
+#: in a process of its own, so the launcher also sums the RSS of the CLI and its children every
+#: 0.1 s; the peak reported is the larger of that sum and the CLI's own ``ru_maxrss``.
 LAUNCHER = r"""
-import os, sys, time
+import os, sys, threading, time
+
+def tree_kb(pid):
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next(int(x.split()[1]) for x in f if x.startswith("VmRSS:"))
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except (OSError, StopIteration):
+            pass
+    return total
+
 t0 = time.perf_counter()
 pid = os.fork()
 if pid == 0:
     os.execv(sys.argv[2], sys.argv[2:])
+peak, done = [0], threading.Event()
+
+def sample():
+    while not done.wait(0.1):
+        peak[0] = max(peak[0], tree_kb(pid))
+
+threading.Thread(target=sample, daemon=True).start()
 _, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - t0
+done.set()
 with open(sys.argv[1], "w") as f:
-    f.write(f"{usage.ru_maxrss} {time.perf_counter() - t0}")
+    f.write(f"{max(usage.ru_maxrss, peak[0])} {wall}")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 

@@ -4,7 +4,8 @@ A method that streams (``Method.streams``: ``prompt``, ``response-generation``) 
 pipeline: the source is read a batch at a time (:class:`~datagen_core.sources.RowSource`),
 requests flow through :meth:`Engine.stream` in a bounded window, and every few thousand answers
 are parsed, curated (:class:`~datagen.run_curation.StreamCuration`) and written (a Parquet row
-group, JSONL lines, one DuckDB insert per table) in a worker thread while generation goes on.
+group, JSONL lines, the DuckDB rows as Parquet) while generation goes on, by a writer process
+(:mod:`datagen.stream_writer`; a thread for a run smaller than one batch).
 
 Outputs are the in-memory path's, byte for byte in content and order: ``data.parquet``,
 ``data.jsonl`` and ``rejected.jsonl`` are written to ``.tmp`` files and renamed at the end, and
@@ -16,17 +17,17 @@ response log already holds.
 from __future__ import annotations
 
 import asyncio
-import re
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import orjson
 
 from datagen.ray_data import engine_for
-from datagen.run_curation import StreamCuration, prepare
-from datagen.run_files import _instance_rows, data_schema
+from datagen.run_curation import prepare
 from datagen.run_result import RowCounts, RunResult, run_problem
+from datagen.stream_writer import BATCH, ProcessWriter, ThreadWriter, WriterSetup
 from datagen_core.records import GenRequest, GenResponse, Instance, RunManifest
 from datagen_core.sources import RowSource
 from generators.engine import Engine
@@ -35,12 +36,6 @@ from metrics.store import Store
 
 if TYPE_CHECKING:
     from datagen.runs import RunPlan
-
-#: answers parsed, curated and written together (one Parquet row group)
-BATCH = 4096
-#: the run's DuckDB rows, gathered as Parquet beside its outputs and inserted at the end
-_DB_FILES = ("requests.parquet.tmp", "instances.parquet.tmp")
-_REASON_KIND = re.compile(r"\s*#\d+.*$")
 
 
 class LazyRows(Sequence[dict[str, Any]]):
@@ -105,125 +100,55 @@ class LazyInstances(Sequence[Instance]):
         return self._all()[i]
 
 
-class _Writer:
-    """The run's files and DuckDB rows, a batch at a time (called from one thread at a time,
-    in batch order)."""
-
-    def __init__(self, run_dir: Path, store: Store, run_id: str, method: Any,
-                 ctx: MethodContext, curation: StreamCuration) -> None:
-        self.run_dir, self.store, self.run_id = run_dir, store, run_id
-        self.method, self.ctx, self.curation = method, ctx, curation
-        self.counts = RowCounts()
-        self._db: list[Any] = []  # Parquet writers of the DuckDB rows
-        self._parquet: Any = None
-        self._files: dict[str, IO[bytes]] = {
-            name: open(run_dir / f"{name}.tmp", "wb")  # noqa: SIM115 - closed in close()
-            for name in ("data.jsonl", "rejected.jsonl")}
-
-    def write(self, batch: list[tuple[GenRequest, GenResponse]]) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        method, ctx, c = self.method, self.ctx, self.counts
-        instances = [method.parse(r.index, q, r, ctx) for q, r in batch]
-        self.curation.curate(instances)
-        valid = [x for x in instances if x.valid]
-        rows = _instance_rows(valid)
-        if self._parquet is None:
-            self._parquet = pq.ParquetWriter(self.run_dir / "data.parquet.tmp", data_schema())
-        if rows:
-            self._parquet.write_table(pa.Table.from_pylist(rows, schema=data_schema()))
-        self._files["data.jsonl"].write(b"".join(orjson.dumps(r) + b"\n" for r in rows))
-        self._files["rejected.jsonl"].write(b"".join(
-            orjson.dumps(x.model_dump(mode="json")) + b"\n" for x in instances if not x.valid))
-        responses = [r for _, r in batch]
-        tables = self.store.row_tables(self.run_id, responses[0].index, responses,
-                                       [q.messages for q, _ in batch], instances)
-        if not self._db:
-            self._db = [pq.ParquetWriter(self.run_dir / name, t.schema)
-                        for name, t in zip(_DB_FILES, tables)]
-        for w, t in zip(self._db, tables):
-            w.write_table(t)
-        for r in responses:
-            c.requests += 1
-            if r.ok:
-                c.ok += 1
-            if r.error is not None:
-                c.failed[r.error.type] += 1
-            c.prompt_tokens += r.usage.prompt_tokens
-            c.completion_tokens += r.usage.completion_tokens
-            c.cost_usd += r.cost_usd
-        c.instances += len(instances)
-        c.valid += len(valid)
-        for x in instances:
-            if not x.valid:
-                c.rejected[_REASON_KIND.sub("", x.reject_reason or "rejected")] += 1
-        if len(c.head) < 2:
-            c.head.extend(valid[:2 - len(c.head)])
-
-    def insert(self) -> None:
-        """Insert the run's rows into DuckDB (one transaction, read from the files)."""
-        for w in self._db:
-            w.close()
-        if self._db:
-            self.store.append_parquet(*(self.run_dir / name for name in _DB_FILES))
-        self._db = []
-        for name in _DB_FILES:
-            (self.run_dir / name).unlink(missing_ok=True)
-
-    def close(self, keep: bool) -> None:
-        """Close the files; ``keep``: put them in place of the run's outputs (else they stay
-        as ``.tmp`` files, which the next run overwrites)."""
-        import pyarrow.parquet as pq
-
-        if keep and self._parquet is None:
-            self._parquet = pq.ParquetWriter(self.run_dir / "data.parquet.tmp", data_schema())
-        if self._parquet is not None:
-            self._parquet.close()
-        for w in self._db:
-            w.close()
-        for f in self._files.values():
-            f.close()
-        if keep:
-            for name in ("data.parquet", "data.jsonl", "rejected.jsonl"):
-                (self.run_dir / f"{name}.tmp").replace(self.run_dir / name)
-
-
 class _Sink:
-    """Hands full batches to the writer thread; at most one batch is being written while the
-    next fills, so the event loop keeps sending and memory stays at two batches."""
+    """Hands full batches to the writer; at most one batch is being written while the next
+    fills, so the event loop keeps sending and memory stays at two batches. The writer is
+    chosen at the first hand-off: a process once a full batch has come, else (a run smaller
+    than one batch) a thread."""
 
-    def __init__(self, writer: _Writer) -> None:
-        self.writer = writer
+    def __init__(self, setup: WriterSetup) -> None:
+        self.setup = setup
+        self.writer: ThreadWriter | ProcessWriter | None = None
         self.batch: list[tuple[GenRequest, GenResponse]] = []
-        # the writer's imports (pyarrow, and the pandas it loads on first use: ~1 s) happen
-        # in its thread while the first requests are out, not after the last answer
-        self._pending: asyncio.Future[None] | None = asyncio.ensure_future(
-            asyncio.to_thread(_warm_up))
+        self._pending: asyncio.Future[None] | None = None
 
     async def add(self, request: GenRequest, response: GenResponse) -> None:
         self.batch.append((request, response))
         if len(self.batch) >= BATCH:
             await self._hand_off()
 
+    def _writer(self) -> ThreadWriter | ProcessWriter:
+        if self.writer is None:
+            big = len(self.batch) >= BATCH and os.environ.get("DATAGEN_STREAM_WRITER") != "thread"
+            # the process is started from this (the event loop's) thread: it dies with it
+            self.writer = ProcessWriter(self.setup) if big else ThreadWriter(self.setup)
+        return self.writer
+
     async def _hand_off(self) -> None:
+        writer = self._writer()
         batch, self.batch = self.batch, []
         if self._pending is not None:
             await self._pending
             self._pending = None
         if batch:
-            self._pending = asyncio.ensure_future(asyncio.to_thread(self.writer.write, batch))
+            self._pending = asyncio.ensure_future(asyncio.to_thread(writer.write, batch))
 
-    async def finish(self) -> None:
+    async def finish(self, seed_drops: dict[str, Any] | None) -> tuple[RowCounts, dict[str, Any]]:
+        """Write what is left, insert the DuckDB rows, put the files in place."""
         await self._hand_off()
         if self._pending is not None:
             await self._pending
             self._pending = None
+        assert self.writer is not None
+        return await asyncio.to_thread(self.writer.finish, seed_drops)
 
     async def abort(self) -> None:
         if self._pending is not None:
             await asyncio.gather(self._pending, return_exceptions=True)
             self._pending = None
+        if self.writer is None:
+            self.writer = ThreadWriter(self.setup)  # the run's (empty) .tmp files
+        await asyncio.to_thread(self.writer.abort)
 
 
 async def execute_streaming(manifest: RunManifest, plan: RunPlan, store: Store, run_dir: Path,
@@ -233,7 +158,6 @@ async def execute_streaming(manifest: RunManifest, plan: RunPlan, store: Store, 
     from the store only when asked for."""
     spec, m, run_id = plan.spec, plan.method, plan.run_id
     dec = plan.decontamination or prepare(plan.curation)
-    curation = StreamCuration(plan.curation, dec, run_dir / ".dedup-spill")
     ctx = MethodContext(rows=[], source=plan.uri, n=plan.n, domain=plan.domain,
                         generate=_no_generate, generator=spec.label)
     rows = plan.rows  # seed items found at planning are skipped as the rows are read
@@ -243,9 +167,7 @@ async def execute_streaming(manifest: RunManifest, plan: RunPlan, store: Store, 
         spec, backend=backend, log_path=run_dir / "responses.jsonl",
         cache=store if cached else None, progress=progress,
         description=f"{m.name} {spec.label}")
-    writer = _Writer(run_dir, store, run_id, m, ctx, curation)
-    sink = _Sink(writer)
-    done = False
+    sink = _Sink(WriterSetup(run_dir, store, run_id, m, ctx, plan.curation, dec))
     try:
         async with engine:
             answers = engine.stream(m.iter_requests(rows, ctx))
@@ -256,20 +178,13 @@ async def execute_streaming(manifest: RunManifest, plan: RunPlan, store: Store, 
                 aclose = getattr(answers, "aclose", None)
                 if aclose is not None:
                     await aclose()
-        await sink.finish()
-        await asyncio.to_thread(writer.insert)
-        done = True
-    finally:
-        if not done:
-            await sink.abort()
-        writer.close(keep=done)
-        curation.close()
-    curation.seed_drops = plan.seed_drops
+        c, report = await sink.finish(plan.seed_drops)
+    except BaseException:
+        await sink.abort()
+        raise
     if source is not None and source.count is not None and manifest.source is not None:
         manifest.source = manifest.source.model_copy(update={"rows": source.count})
         (run_dir / "run.json").write_text(manifest.model_dump_json(indent=2))
-    c = writer.counts
-    report = curation.report()
     result = RunResult(run_id=run_id, run_dir=run_dir, stats=engine.stats,
                        instances=LazyInstances(store, run_id, c.instances), curation=report,
                        counts=c)
@@ -287,13 +202,6 @@ async def execute_streaming(manifest: RunManifest, plan: RunPlan, store: Store, 
 
         raise RunFailedError(problem, result)
     return result
-
-
-def _warm_up() -> None:
-    import pyarrow as pa
-    import pyarrow.parquet
-
-    pa.array([0])
 
 
 async def _no_generate(requests: list[GenRequest]) -> list[GenResponse]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import orjson
 import pyarrow.parquet as pq
+import pytest
 
 from datagen.run_curation import StreamCuration, curate_outputs, curation_config, prepare
 from datagen_core.records import Instance, Message
@@ -25,7 +26,26 @@ def _prompts() -> list[str]:
     return base + base[:DUPES]  # repeated prompts: the same answer, an exact duplicate
 
 
-def test_a_killed_streaming_run_resumes_with_every_row_exactly_once(tmp_path, cli_env, loopback):
+def _children(pid: int) -> set[int]:
+    try:
+        return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except OSError:
+        return set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_a_killed_streaming_run_resumes_with_every_row_exactly_once(tmp_path, cli_env, loopback,
+                                                                     writer):
+    # 1,500 rows: under one batch, a thread writes them; with 128-answer batches, a process
+    if writer == "process":
+        cli_env["DATAGEN_STREAM_BATCH"] = "128"
     srv = loopback("--latency", "0.02")
     src = tmp_path / "prompts.jsonl"
     src.write_bytes(b"".join(orjson.dumps({"prompt": p}) + b"\n" for p in _prompts()))
@@ -42,8 +62,15 @@ def test_a_killed_streaming_run_resumes_with_every_row_exactly_once(tmp_path, cl
             break
         time.sleep(0.05)
     assert log is not None and proc.poll() is None, "the run ended before it could be killed"
+    helpers = _children(proc.pid)  # the writer process, if any (Linux)
+    if writer == "process" and Path("/proc").is_dir():
+        assert helpers, "a run of many batches is written by a process of its own"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
+    gone = time.monotonic() + 10
+    while any(_alive(h) for h in helpers) and time.monotonic() < gone:
+        time.sleep(0.05)
+    assert not any(_alive(h) for h in helpers), "the writer outlived the killed run"
     answered = {orjson.loads(line)["key"] for line in log.read_bytes().splitlines()
                 if line.endswith(b"}")}
     assert 400 <= len(answered) < N - DUPES

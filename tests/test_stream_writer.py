@@ -1,0 +1,105 @@
+"""The streaming run's writer (datagen.stream_writer): the process writer gives what the thread
+writer gives, and its failures reach the run as errors a user can act on."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import duckdb
+import orjson
+import pyarrow.parquet as pq
+import pytest
+
+from datagen.run_curation import Decontamination, curation_config
+from datagen.stream_writer import ProcessWriter, ThreadWriter, WriterProcessError, WriterSetup
+from datagen_core.records import GenRequest, GenResponse, Message, Usage
+from generators.methods.base import MethodContext
+from generators.methods.prompt import PromptMethod
+from metrics.store import Store
+
+
+def _setup(tmp_path: Path, name: str) -> WriterSetup:
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    ctx = MethodContext(rows=[], source="prompts.jsonl", n=None, domain=None,
+                        generate=_unused, generator="openai:m")
+    return WriterSetup(run_dir, Store(tmp_path / f"{name}.duckdb"), "run1", PromptMethod(), ctx,
+                       curation_config({"decontaminate": False}), Decontamination(None))
+
+
+async def _unused(requests: list[GenRequest]) -> list[GenResponse]:
+    raise AssertionError("the writer never generates")
+
+
+def _batch(lo: int, hi: int) -> list[tuple[GenRequest, GenResponse]]:
+    out = []
+    for i in range(lo, hi):
+        prompt = f"prompt {i % 50}"  # every prompt comes twice: the second answer is a duplicate
+        q = GenRequest(messages=[Message(role="user", content=prompt)], meta={"row": i})
+        r = GenResponse(key=f"k{i}", index=i, text=f"answer to {prompt}", finish_reason="stop",
+                        usage=Usage(prompt_tokens=3, completion_tokens=4), raw={"id": i})
+        if i == 7:
+            r = GenResponse(key=f"k{i}", index=i, text="", finish_reason="stop")
+        out.append((q, r))
+    return out
+
+
+def test_the_process_writer_writes_what_the_thread_writer_writes(tmp_path):
+    results = {}
+    for name, cls in (("thread", ThreadWriter), ("process", ProcessWriter)):
+        setup = _setup(tmp_path, name)
+        writer = cls(setup)
+        writer.write(_batch(0, 64))
+        writer.write(_batch(64, 100))
+        counts, report = writer.finish({"input": 100, "dropped": 0})
+        run_dir = setup.run_dir
+        con = duckdb.connect(str(tmp_path / f"{name}.duckdb"), read_only=True)
+        rows = con.execute("SELECT idx, valid, reject_reason FROM instances ORDER BY idx"
+                           ).fetchall()
+        requests = con.execute("SELECT idx, key, status, text, raw, prompt, prompt_tokens "
+                               "FROM requests ORDER BY idx").fetchall()
+        con.close()
+        results[name] = (
+            pq.read_table(run_dir / "data.parquet").to_pylist(),
+            (run_dir / "data.jsonl").read_bytes(),
+            [orjson.loads(x)["reject_reason"]
+             for x in (run_dir / "rejected.jsonl").read_bytes().splitlines()],
+            rows, counts.valid, dict(counts.rejected), report, requests)
+        assert not list(run_dir.glob("*.tmp")) and not (run_dir / ".dedup-spill").exists()
+    assert results["process"] == results["thread"]
+    data, _, rejected, rows, valid, by_reason, report, requests = results["process"]
+    assert rejected[:2] == ["empty response", "exact duplicate of #0"]
+    assert requests[3][1:] == ("k3", "ok", "answer to prompt 3", '{"id":3}',
+                               '[{"role":"user","content":"prompt 3"}]', 3)
+    # 50 prompts twice; #7's first answer was empty, so its second one (#57) is kept
+    assert valid == len(data) == 50 and [r["index"] for r in data] == list(range(50))[:7] + \
+        list(range(8, 50)) + [57]
+    assert by_reason == {"exact duplicate of": 49, "empty response": 1}
+    assert len(rows) == 100 and report["counts"]["exact"] == 49
+    assert report["seeds"] == {"input": 100, "dropped": 0}
+
+
+def test_an_error_in_the_writer_process_reaches_the_run(tmp_path):
+    setup = _setup(tmp_path, "err")
+    writer = ProcessWriter(setup)
+    writer.write(_batch(0, 10))
+    for f in setup.run_dir.iterdir():  # the run folder is taken away before the end
+        f.unlink()
+    setup.run_dir.rmdir()
+    with pytest.raises(duckdb.IOException, match=r"requests\.parquet\.tmp"):  # its own error
+        writer.finish(None)
+    assert not writer._proc.is_alive()
+
+
+def test_a_writer_process_that_died_is_one_line_saying_how_to_resume(tmp_path):
+    setup = _setup(tmp_path, "dead")
+    writer = ProcessWriter(setup)
+    writer.write(_batch(0, 10))
+    os.kill(writer._proc.pid, signal.SIGKILL)
+    writer._proc.join(10)
+    with pytest.raises(WriterProcessError, match="run the same command again"):
+        writer.write(_batch(10, 20))
+    writer.abort()  # nothing left to stop: no second error
+    assert not writer._proc.is_alive()
