@@ -458,9 +458,11 @@ class _Runner:
         if baseline is None:
             raise DatagenError(f"no PGR without baselines: {baseline_error}")
         assert cell.run_id is not None
+        # the cell's own name: a reused run may have been made under another (a `datagen
+        # generate` with the same spec), and the leaderboard names what the suite compares
         res = compute_pgr(cell.run_id, base=baseline[0], reference=baseline[1],
                           students=cell.eval_ids, n_boot=self.suite.n_boot,
-                          workspace=self.ws.root)
+                          generator=cell.generator, workspace=self.ws.root)
         cell.pgr, cell.ci = res.pgr, (res.ci_low, res.ci_high)
         rec.detail = f"PGR {res.pgr:.1f} [{res.ci_low:.1f}, {res.ci_high:.1f}]" + (
             f" (without {', '.join(sorted(res.skipped))}: no PGR there)" if res.skipped else "")

@@ -253,6 +253,16 @@ def test_a_failing_cell_is_reported_and_the_others_go_on() -> None:
     assert skipped == ["intrinsic metrics", "train student", "evaluate student", "PGR"]
     assert [r["generator"] for r in result.leaderboard] == ["right"]
 
+    # The run the bench reuses was made under another name (as by `datagen generate -g
+    # fake:right`): the leaderboard still names the suite's generator.
+    import duckdb
+
+    con = duckdb.connect(str(result.workspace / "datagen.duckdb"))
+    con.execute("UPDATE runs SET generator = 'fake:right' WHERE generator = 'right'")
+    con.close()
+    again = bench(parse_suite(_suite()), backends=backends)
+    assert [r["generator"] for r in again.leaderboard] == ["right"]
+
 
 def test_cli_bench_prints_each_step_and_exits_1_when_a_cell_has_no_pgr(tmp_path: Path) -> None:
     import yaml
