@@ -27,7 +27,7 @@ import orjson
 from datagen.ray_data import engine_for
 from datagen.run_curation import prepare
 from datagen.run_result import RowCounts, RunResult, run_problem
-from datagen.stream_writer import BATCH, ProcessWriter, ThreadWriter, WriterSetup
+from datagen.stream_writer import BATCH, ProcessWriter, ThreadWriter, WriterSetup, publish
 from datagen_core.records import GenRequest, GenResponse, Instance, RunManifest
 from datagen_core.sources import RowSource
 from generators.engine import Engine
@@ -134,13 +134,17 @@ class _Sink:
             self._pending = asyncio.ensure_future(asyncio.to_thread(writer.write, batch))
 
     async def finish(self, seed_drops: dict[str, Any] | None) -> tuple[RowCounts, dict[str, Any]]:
-        """Write what is left, insert the DuckDB rows, put the files in place."""
+        """Write what is left, then (the writer done) insert the DuckDB rows and put the
+        files in place."""
         await self._hand_off()
         if self._pending is not None:
             await self._pending
             self._pending = None
         assert self.writer is not None
-        return await asyncio.to_thread(self.writer.finish, seed_drops)
+        counts, report = await asyncio.to_thread(self.writer.finish, seed_drops)
+        setup = self.setup
+        await asyncio.to_thread(publish, setup.run_dir, setup.store, counts.requests > 0)
+        return counts, report
 
     async def abort(self) -> None:
         if self._pending is not None:

@@ -120,41 +120,47 @@ class StreamWriter:
             c.head.extend(valid[:2 - len(c.head)])
 
     def finish(self, seed_drops: dict[str, Any] | None) -> tuple[RowCounts, dict[str, Any]]:
-        """Insert the run's rows into DuckDB (one transaction, read from the files), put the
-        files in place of the run's outputs; the counts and the curation record."""
-        for w in self._db:
-            w.close()
-        if self._db:
-            self.store.append_parquet(*(self.run_dir / name for name in DB_FILES))
-        self._db = []
-        for name in DB_FILES:
-            (self.run_dir / name).unlink(missing_ok=True)
-        self._close(keep=True)
+        """Close every file (still ``.tmp``: :func:`publish` puts them in place); the counts
+        and the curation record."""
+        import pyarrow.parquet as pq
+
+        try:
+            if self._parquet is None:  # no answer at all: an empty data.parquet all the same
+                self._parquet = pq.ParquetWriter(_unlinked(self.run_dir / "data.parquet.tmp"),
+                                                 data_schema())
+        finally:
+            self._close()
         self.curation.seed_drops = seed_drops
         return self.counts, self.curation.report()
 
     def abort(self) -> None:
         """Close the files, leaving them as ``.tmp`` files (the next run replaces them)."""
-        self._close(keep=False)
+        self._close()
 
-    def _close(self, keep: bool) -> None:
-        import pyarrow.parquet as pq
-
+    def _close(self) -> None:
         try:
-            if keep and self._parquet is None:
-                self._parquet = pq.ParquetWriter(_unlinked(self.run_dir / "data.parquet.tmp"),
-                                                 data_schema())
             if self._parquet is not None:
                 self._parquet.close()
             for w in self._db:
                 w.close()
             for f in self._files.values():
                 f.close()
-            if keep:
-                for name in ("data.parquet", "data.jsonl", "rejected.jsonl"):
-                    (self.run_dir / f"{name}.tmp").replace(self.run_dir / name)
         finally:
             self.curation.close()
+
+
+def publish(run_dir: Path, store: Store, wrote: bool) -> None:
+    """Insert a finished run's DuckDB rows (one transaction, from the Parquet files its writer
+    wrote; ``wrote``: whether it wrote any) and put its outputs in place of the ``.tmp`` files.
+    Done by the run's own process once the writer has finished (and, if a process, exited):
+    the insert's memory then does not come on top of the writer's."""
+    db = [run_dir / name for name in DB_FILES]
+    if wrote:
+        store.append_parquet(*db)
+    for path in db:
+        path.unlink(missing_ok=True)
+    for name in ("data.parquet", "data.jsonl", "rejected.jsonl"):
+        (run_dir / f"{name}.tmp").replace(run_dir / name)
 
 
 class ThreadWriter:

@@ -13,7 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from datagen.run_curation import Decontamination, curation_config
-from datagen.stream_writer import ProcessWriter, ThreadWriter, WriterProcessError, WriterSetup
+from datagen.stream_writer import (
+    ProcessWriter,
+    ThreadWriter,
+    WriterProcessError,
+    WriterSetup,
+    publish,
+)
 from datagen_core.records import GenRequest, GenResponse, Message, Usage
 from generators.methods.base import MethodContext
 from generators.methods.prompt import PromptMethod
@@ -55,6 +61,8 @@ def test_the_process_writer_writes_what_the_thread_writer_writes(tmp_path):
         writer.write(_batch(64, 100))
         counts, report = writer.finish({"input": 100, "dropped": 0})
         run_dir = setup.run_dir
+        assert (run_dir / "data.parquet.tmp").is_file() and not (run_dir / "data.parquet").exists()
+        publish(run_dir, setup.store, counts.requests > 0)
         con = duckdb.connect(str(tmp_path / f"{name}.duckdb"), read_only=True)
         rows = con.execute("SELECT idx, valid, reject_reason FROM instances ORDER BY idx"
                            ).fetchall()
@@ -84,12 +92,10 @@ def test_the_process_writer_writes_what_the_thread_writer_writes(tmp_path):
 def test_an_error_in_the_writer_process_reaches_the_run(tmp_path):
     setup = _setup(tmp_path, "err")
     writer = ProcessWriter(setup)
-    writer.write(_batch(0, 10))
-    for f in setup.run_dir.iterdir():  # the run folder is taken away before the end
-        f.unlink()
-    setup.run_dir.rmdir()
-    with pytest.raises(duckdb.IOException, match=r"requests\.parquet\.tmp"):  # its own error
-        writer.finish(None)
+    setup.run_dir.rmdir()  # the run folder is taken away before the first batch
+    with pytest.raises(FileNotFoundError, match=r"data\.jsonl\.tmp"):  # its own error, as is
+        writer.write(_batch(0, 10))
+    writer.abort()
     assert not writer._proc.is_alive()
 
 
