@@ -19,6 +19,7 @@ reason.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import re
@@ -258,6 +259,8 @@ def _serve(setup: WriterSetup, conn: Any) -> None:
         try:
             if writer is None:
                 writer = StreamWriter(setup)
+                gc.freeze()  # as the run's process does (run_stream.few_collections)
+                gc.set_threshold(50_000, 20, 100)
             if name == "write":
                 args = (_unpack(args[0]),)
             value = getattr(writer, name)(*args)
