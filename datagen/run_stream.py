@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -121,7 +122,9 @@ class _Sink:
 
     def _writer(self) -> ThreadWriter | ProcessWriter:
         if self.writer is None:
-            big = len(self.batch) >= BATCH and os.environ.get("DATAGEN_STREAM_WRITER") != "thread"
+            # (a daemonic process, e.g. a multiprocessing pool's worker, may not start one)
+            big = (len(self.batch) >= BATCH and os.environ.get("DATAGEN_STREAM_WRITER") != "thread"
+                   and not multiprocessing.current_process().daemon)
             # the process is started from this (the event loop's) thread: it dies with it
             self.writer = ProcessWriter(self.setup) if big else ThreadWriter(self.setup)
         return self.writer

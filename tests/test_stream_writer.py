@@ -109,3 +109,26 @@ def test_a_writer_process_that_died_is_one_line_saying_how_to_resume(tmp_path):
         writer.write(_batch(10, 20))
     writer.abort()  # nothing left to stop: no second error
     assert not writer._proc.is_alive()
+
+
+def _generate_in_worker(src: str, ws: str) -> tuple[int, bool]:
+    import multiprocessing
+
+    from datagen.api import generate
+
+    result = generate("fake:echo", src, workspace=ws, progress=False,
+                      curation={"decontaminate": False})
+    return len(result.valid), multiprocessing.current_process().daemon
+
+
+def test_a_run_inside_a_pool_worker_writes_in_a_thread(tmp_path, monkeypatch):
+    """A daemonic process (a multiprocessing pool's worker) may not start a writer process:
+    a big run there writes in a thread instead of failing."""
+    import multiprocessing
+
+    monkeypatch.setenv("DATAGEN_STREAM_BATCH", "8")  # 40 rows: five batches, a "big" run
+    src = tmp_path / "prompts.jsonl"
+    src.write_bytes(b"".join(orjson.dumps({"prompt": f"item {i}"}) + b"\n" for i in range(40)))
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        valid, daemon = pool.apply(_generate_in_worker, (str(src), str(tmp_path / "ws")))
+    assert daemon and valid == 40
