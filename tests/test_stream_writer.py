@@ -24,6 +24,7 @@ from datagen_core.records import GenRequest, GenResponse, Message, Usage
 from generators.methods.base import MethodContext
 from generators.methods.prompt import PromptMethod
 from metrics.store import Store
+from tests.conftest import ASSETS
 
 
 def _setup(tmp_path: Path, name: str) -> WriterSetup:
@@ -132,3 +133,29 @@ def test_a_run_inside_a_pool_worker_writes_in_a_thread(tmp_path, monkeypatch):
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         valid, daemon = pool.apply(_generate_in_worker, (str(src), str(tmp_path / "ws")))
     assert daemon and valid == 40
+
+
+def test_the_writer_process_decontaminates_like_the_thread(tmp_path):
+    """The eval index goes to the writer process with the run (pickled once, ~2 MB)."""
+    import dataclasses
+
+    from datagen.run_curation import prepare
+
+    question = orjson.loads((ASSETS / "gsm8k" / "test.jsonl").read_bytes().splitlines()[0]
+                            )["question"]
+    cfg = curation_config({"eval_sets": ["gsm8k"]})
+    dec = prepare(cfg)
+    assert dec.active, dec.skipped
+    batch = _batch(0, 20)
+    q, r = batch[5]
+    batch[5] = (q.model_copy(update={"messages": [Message(role="user", content=question)]}), r)
+    reasons = {}
+    for name, cls in (("thread", ThreadWriter), ("process", ProcessWriter)):
+        setup = dataclasses.replace(_setup(tmp_path, name), curation_cfg=cfg, dec=dec)
+        writer = cls(setup)
+        writer.write(batch)
+        counts, report = writer.finish(None)
+        reasons[name] = (dict(counts.rejected), report["counts"]["contaminated"],
+                         report["decontaminated"])
+    assert reasons["process"] == reasons["thread"]
+    assert reasons["process"] == ({"contaminated by gsm8k": 1, "empty response": 1}, 1, True)
