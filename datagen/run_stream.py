@@ -30,7 +30,7 @@ import orjson
 from datagen.ray_data import engine_for
 from datagen.run_curation import prepare
 from datagen.run_result import RowCounts, RunResult, run_problem
-from datagen.stream_writer import BATCH, ProcessWriter, ThreadWriter, WriterSetup, publish
+from datagen.stream_writer import BATCH, ProcessWriter, StreamWriter, WriterSetup, publish
 from datagen_core.records import GenRequest, GenResponse, Instance, RunManifest
 from datagen_core.sources import RowSource
 from generators.engine import Engine
@@ -111,7 +111,7 @@ class _Sink:
 
     def __init__(self, setup: WriterSetup) -> None:
         self.setup = setup
-        self.writer: ThreadWriter | ProcessWriter | None = None
+        self.writer: StreamWriter | ProcessWriter | None = None
         self.batch: list[tuple[GenRequest, GenResponse]] = []
         self._pending: asyncio.Future[None] | None = None
 
@@ -120,13 +120,13 @@ class _Sink:
         if len(self.batch) >= BATCH:
             await self._hand_off()
 
-    def _writer(self) -> ThreadWriter | ProcessWriter:
+    def _writer(self) -> StreamWriter | ProcessWriter:
         if self.writer is None:
             # (a daemonic process, e.g. a multiprocessing pool's worker, may not start one)
             big = (len(self.batch) >= BATCH and os.environ.get("DATAGEN_STREAM_WRITER") != "thread"
                    and not multiprocessing.current_process().daemon)
             # the process is started from this (the event loop's) thread: it dies with it
-            self.writer = ProcessWriter(self.setup) if big else ThreadWriter(self.setup)
+            self.writer = ProcessWriter(self.setup) if big else StreamWriter(self.setup)
         return self.writer
 
     async def _hand_off(self) -> None:
@@ -156,7 +156,7 @@ class _Sink:
             await asyncio.gather(self._pending, return_exceptions=True)
             self._pending = None
         if self.writer is None:
-            self.writer = ThreadWriter(self.setup)  # the run's (empty) .tmp files
+            self.writer = StreamWriter(self.setup)  # the run's (empty) .tmp files
         await asyncio.to_thread(self.writer.abort)
 
 

@@ -6,7 +6,7 @@ quarter of a streaming run's CPU; in a thread it holds the GIL the event loop ne
 requests going. A run that fills a first full batch (:data:`BATCH` answers) is therefore
 written by a separate process (:class:`ProcessWriter`), which gets each batch pickled through a
 pipe, one at a time, in order; smaller runs (most tests, a first try) never pay the ~1 s it
-takes that process to start, and are written in a thread (:class:`ThreadWriter`). Both give
+takes that process to start, and are written in a thread (:class:`StreamWriter` itself). Both give
 the same files, rows and counts.
 
 The process is spawned (a fresh interpreter: no inherited threads or event loop), ignores
@@ -25,7 +25,7 @@ import os
 import re
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -59,15 +59,13 @@ class WriterSetup:
     ctx: MethodContext
     curation_cfg: Any  # CurationConfig
     dec: Decontamination
-    seed_drops: dict[str, Any] | None = field(default=None)
 
 
 class StreamWriter:
     """The run's files and DuckDB rows, a batch at a time (called from one thread at a time,
-    in batch order)."""
+    in batch order): a small run's writer as is, a big run's inside :class:`ProcessWriter`."""
 
     def __init__(self, setup: WriterSetup) -> None:
-        self.setup = setup
         self.run_dir, self.store, self.run_id = setup.run_dir, setup.store, setup.run_id
         self.method, self.ctx = setup.method, setup.ctx
         self.curation = StreamCuration(setup.curation_cfg, setup.dec,
@@ -162,22 +160,6 @@ def publish(run_dir: Path, store: Store, wrote: bool) -> None:
         path.unlink(missing_ok=True)
     for name in ("data.parquet", "data.jsonl", "rejected.jsonl"):
         (run_dir / f"{name}.tmp").replace(run_dir / name)
-
-
-class ThreadWriter:
-    """A :class:`StreamWriter` called from worker threads (a small run)."""
-
-    def __init__(self, setup: WriterSetup) -> None:
-        self._writer = StreamWriter(setup)
-
-    def write(self, batch: Batch) -> None:
-        self._writer.write(batch)
-
-    def finish(self, seed_drops: dict[str, Any] | None) -> tuple[RowCounts, dict[str, Any]]:
-        return self._writer.finish(seed_drops)
-
-    def abort(self) -> None:
-        self._writer.abort()
 
 
 class WriterProcessError(RuntimeError):

@@ -15,7 +15,7 @@ import pytest
 from datagen.run_curation import Decontamination, curation_config
 from datagen.stream_writer import (
     ProcessWriter,
-    ThreadWriter,
+    StreamWriter,
     WriterProcessError,
     WriterSetup,
     publish,
@@ -55,7 +55,7 @@ def _batch(lo: int, hi: int) -> list[tuple[GenRequest, GenResponse]]:
 
 def test_the_process_writer_writes_what_the_thread_writer_writes(tmp_path):
     results = {}
-    for name, cls in (("thread", ThreadWriter), ("process", ProcessWriter)):
+    for name, cls in (("thread", StreamWriter), ("process", ProcessWriter)):
         setup = _setup(tmp_path, name)
         writer = cls(setup)
         writer.write(_batch(0, 64))
@@ -150,7 +150,7 @@ def test_the_writer_process_decontaminates_like_the_thread(tmp_path):
     q, r = batch[5]
     batch[5] = (q.model_copy(update={"messages": [Message(role="user", content=question)]}), r)
     reasons = {}
-    for name, cls in (("thread", ThreadWriter), ("process", ProcessWriter)):
+    for name, cls in (("thread", StreamWriter), ("process", ProcessWriter)):
         setup = dataclasses.replace(_setup(tmp_path, name), curation_cfg=cfg, dec=dec)
         writer = cls(setup)
         writer.write(batch)
